@@ -1,0 +1,19 @@
+"""One error type for everything a user can fix; stage entry points turn it into exit code 2."""
+
+from __future__ import annotations
+
+
+class CoordsetError(Exception):
+    """A problem with input, params or environment that the user can act on.
+
+    The message must name the file, row, field, param key or endpoint involved
+    and, where there is one, what to do about it.
+    """
+
+
+class ParamError(CoordsetError):
+    """A value in params.yaml is missing, of the wrong type or out of range."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"params.yaml: '{key}' {problem}")
+        self.key = key

@@ -1,0 +1,1 @@
+"""Thin ``python -m stages.<name>`` entry points; the work lives in the ``coordset`` package."""

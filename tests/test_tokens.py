@@ -1,0 +1,108 @@
+"""Token arithmetic on hand-checked cases, and an independent recount on the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tiktoken
+import tiktoken.load
+
+from coordset import fetch
+from coordset.enrich import enrich
+from coordset.errors import CoordsetError
+from coordset.normalize import normalize
+from coordset.tokens import load_encoding
+from schemas import check
+from schemas.enriched import EPISODE_USAGE, MESSAGE_TOKENS, TURN_USAGE
+from tests.helpers import MIRROR, arena_record, repo_params, write_jsonl
+
+needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")
+
+
+@pytest.fixture(autouse=True)
+def _mirror_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COORDSET_MIRROR", str(MIRROR))
+
+
+def _independent_encoding() -> tiktoken.Encoding:
+    """cl100k_base built straight from the mirrored rank file, bypassing coordset's loader."""
+    ranks = tiktoken.load.load_tiktoken_bpe(str(MIRROR / "tiktoken/cl100k_base.tiktoken"),
+                                            expected_hash=fetch.read_pins(fetch.PINS_DIR / "tiktoken.sha256")[
+                                                "cl100k_base.tiktoken"])
+    reference = tiktoken.core.Encoding  # same class tiktoken.get_encoding returns
+    pat = load_encoding("cl100k_base")._pat_str
+    return reference(name="cl100k_check", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
+
+
+@needs_mirror
+def test_hand_checked_two_turn_episode(tmp_path: Path) -> None:
+    # Token counts (cl100k_base): "Hello world" 2, "How are you today?" 5, "Hi" 1, "Fine." 2,
+    # "Sure thing!" 3; the role names "user" and "assistant" are 1 token each.
+    record = arena_record("hand", model_a="alpha", model_b="beta", users=("Hello world", "How are you today?"),
+                          replies_a=("Hi", "Fine."), replies_b=("Sure thing!", "Hello world"))
+    path = write_jsonl(tmp_path / "one.jsonl", [record])
+    params = repo_params(**{"sources.use": ["local"], "sources.local.path": str(path)})
+    tables = normalize(params, tmp_path)
+    usage = enrich(tables.episodes, tables.messages, params)
+    check(usage.messages, MESSAGE_TOKENS, "m")
+    check(usage.turns, TURN_USAGE, "t")
+    check(usage.episodes, EPISODE_USAGE, "e")
+    assert usage.messages["n_tokens"].tolist() == [2, 1, 3, 5, 2, 2]
+    turns = usage.turns.set_index(["turn", "agent_model"])
+    # turn 1: user (3 + 1 + 2) + reply priming 3 = 9 for each agent
+    assert turns.at[(1, "alpha"), "billed_prompt_tokens"] == 9
+    assert turns.at[(1, "beta"), "billed_prompt_tokens"] == 9
+    # turn 2: both user turns (6 + 9) + own earlier reply (3 + 1 + own tokens) + 3
+    assert turns.at[(2, "alpha"), "billed_prompt_tokens"] == 15 + 5 + 3
+    assert turns.at[(2, "beta"), "billed_prompt_tokens"] == 15 + 7 + 3
+    assert turns.at[(2, "alpha"), "user_tokens"] == 5
+    assert turns.at[(2, "beta"), "completion_tokens"] == 2
+    ep = usage.episodes.iloc[0]
+    assert (ep.user_tokens, ep.completion_tokens, ep.billed_prompt_tokens, ep.total_tokens) == (7, 8, 66, 74)
+    assert list(ep.completion_tokens_by_agent) == [3, 5]
+    assert ep.avg_tokens_per_turn == 37.0
+    assert ep.input_output_ratio == pytest.approx(66 / 74)
+    assert ep.coordination_overhead == pytest.approx(2 / 74)
+    assert usage.metrics["overall"] == {"episodes": 1, "turns": 2, "messages": 6, "message_tokens": 15,
+                                        "billed_prompt_tokens": 66, "completion_tokens": 8}
+
+
+@needs_mirror
+def test_three_agents_use_the_spread_of_completion_tokens(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from coordset.records import Conversation, episode_rows
+
+    conv = Conversation(episode_id="x", source="local", question_id="x", category=None, language="en",
+                        user_turns=["Hi"], replies={"a": ["Hi"], "b": ["Fine."], "c": ["Sure thing!"]},
+                        winner="unknown", winner_source="none")
+    episode, messages = episode_rows(conv, "test")
+    usage = enrich(pd.DataFrame([episode]), pd.DataFrame(messages), repo_params())
+    ep = usage.episodes.iloc[0]
+    assert list(ep.completion_tokens_by_agent) == [1, 2, 3]
+    assert ep.coordination_overhead == pytest.approx((3 - 1) / ep.total_tokens)
+
+
+@needs_mirror
+def test_special_token_text_counts_as_plain_text() -> None:
+    assert len(load_encoding("cl100k_base").encode_ordinary("<|endoftext|>")) == 7
+
+
+@needs_mirror
+def test_unpinned_encoding_is_refused_with_mirror() -> None:
+    with pytest.raises(CoordsetError, match=r"enrich.encoding: 'o200k_base' has no pinned file"):
+        load_encoding("o200k_base")
+
+
+@needs_mirror
+def test_message_tokens_match_an_independent_recount(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    fetch.fetch_pinned("mt_bench_repro", raw / "mt_bench_repro", language="en", mirror=MIRROR)
+    params = repo_params()
+    tables = normalize(params, raw)
+    usage = enrich(tables.episodes, tables.messages, params)
+    encoding = _independent_encoding()
+    recount = sum(len(encoding.encode_ordinary(text)) for text in tables.messages["text"])
+    assert usage.metrics["overall"]["message_tokens"] == recount
+    assert usage.metrics["by_source"]["mt_bench_repro"]["turns"] == 2400
