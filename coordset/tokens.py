@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import tiktoken
 
@@ -105,22 +106,38 @@ def episode_usage(episodes: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
     ``coordination_overhead`` is the spread of the agents' completion tokens over all tokens:
     ``|out_a - out_b| / total`` for two agents, ``(max - min) / total`` for more.
     """
-    per_agent = turns.groupby(["episode_id", "agent_model"])["completion_tokens"].sum()
-    users = turns.drop_duplicates(["episode_id", "turn"]).groupby("episode_id")["user_tokens"].sum()
-    sums = turns.groupby("episode_id")[["completion_tokens", "billed_prompt_tokens"]].sum()
-    rows = []
-    for ep in episodes.itertuples(index=False):
-        by_agent = [int(per_agent.get((ep.episode_id, m), 0)) for m in ep.agent_models]
-        completion = int(sums.at[ep.episode_id, "completion_tokens"])
-        billed = int(sums.at[ep.episode_id, "billed_prompt_tokens"])
-        total = billed + completion
-        rows.append({
-            "episode_id": ep.episode_id, "n_turns": int(ep.n_turns), "n_agents": int(ep.n_agents),
-            "user_tokens": int(users.at[ep.episode_id]), "completion_tokens": completion,
-            "billed_prompt_tokens": billed, "input_tokens": billed, "output_tokens": completion,
-            "total_tokens": total, "completion_tokens_by_agent": by_agent,
-            "avg_tokens_per_turn": total / ep.n_turns,
-            "input_output_ratio": billed / total if total else 0.0,
-            "coordination_overhead": (max(by_agent) - min(by_agent)) / total if total else 0.0,
-        })
-    return pd.DataFrame(rows).sort_values("episode_id").reset_index(drop=True)
+    sums = turns.groupby("episode_id", sort=True)[["completion_tokens", "billed_prompt_tokens"]].sum()
+    users = turns.drop_duplicates(["episode_id", "turn"]).groupby("episode_id", sort=True)["user_tokens"].sum()
+    # Completion tokens per agent, in each episode's agent_models order.
+    agents = episodes[["episode_id", "agent_models"]].explode("agent_models").rename(
+        columns={"agent_models": "agent_model"})
+    agents = agents.assign(slot=agents.groupby("episode_id").cumcount())
+    per_agent = turns.groupby(["episode_id", "agent_model"], as_index=False)["completion_tokens"].sum()
+    agents = agents.merge(per_agent, on=["episode_id", "agent_model"], how="left").fillna({"completion_tokens": 0})
+    agents = agents.sort_values(["episode_id", "slot"])
+    grouped = agents.groupby("episode_id", sort=True)["completion_tokens"]
+    spread = grouped.max() - grouped.min()
+    frame = episodes[["episode_id", "n_turns", "n_agents"]].set_index("episode_id").sort_index()
+    # Rows are sorted by episode, n_agents rows each: split the flat column instead of a per-group lambda.
+    flat = agents["completion_tokens"].to_numpy(dtype="int64")
+    bounds = np.cumsum(frame["n_agents"].to_numpy())[:-1]
+    by_agent = pd.Series([part.tolist() for part in np.split(flat, bounds)], index=frame.index)
+    completion = sums["completion_tokens"].reindex(frame.index).astype("int64")
+    billed = sums["billed_prompt_tokens"].reindex(frame.index).astype("int64")
+    total = billed + completion
+    safe_total = total.where(total > 0, 1)
+    out = pd.DataFrame({
+        "n_turns": frame["n_turns"].astype("int64"),
+        "n_agents": frame["n_agents"].astype("int64"),
+        "user_tokens": users.reindex(frame.index).astype("int64"),
+        "completion_tokens": completion,
+        "billed_prompt_tokens": billed,
+        "input_tokens": billed,
+        "output_tokens": completion,
+        "total_tokens": total,
+        "completion_tokens_by_agent": by_agent,
+        "avg_tokens_per_turn": total / frame["n_turns"],
+        "input_output_ratio": (billed / safe_total).where(total > 0, 0.0),
+        "coordination_overhead": (spread.reindex(frame.index) / safe_total).where(total > 0, 0.0).astype(float),
+    })
+    return out.rename_axis("episode_id").reset_index()
