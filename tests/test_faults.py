@@ -1,0 +1,61 @@
+"""Failure behaviour as a feature: killed stages, huge messages, bad params, leaked secrets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from coordset.enrich import enrich
+from coordset.normalize import normalize
+from tests.helpers import MIRROR, arena_record, repo_params, write_jsonl
+from tests.pipeline import DVC_ENV, copy_repo, dvc
+
+needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")
+
+
+@needs_mirror
+def test_one_megabyte_message_is_counted_not_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    huge = "word " * 210_000  # ~1 MB of text in one agent reply
+    path = write_jsonl(tmp_path / "big.jsonl", [arena_record("big", replies_a=(huge, "short"))])
+    params = repo_params(**{"sources.use": ["local"], "sources.local.path": str(path)})
+    monkeypatch.setenv("COORDSET_MIRROR", str(MIRROR))
+    tables = normalize(params, tmp_path)
+    assert tables.messages["n_chars"].max() == len(huge) > 1_000_000
+    usage = enrich(tables.episodes, tables.messages, params)
+    # "word" then " word" x 209,999 are one token each; the trailing space is one more.
+    assert usage.messages["n_tokens"].max() == 210_001
+    assert usage.episodes.loc[0, "coordination_overhead"] > 0.9
+
+
+@needs_mirror
+def test_stage_killed_mid_run_leaves_no_partial_file_and_repro_recovers(tmp_path: Path) -> None:
+    project = copy_repo(tmp_path / "project")
+    dvc(project, "repro", "enrich")
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("tokens_per_message: 3", "tokens_per_message: 4"))
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "enrich"], cwd=project,
+                            env={**os.environ, **DVC_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        if "Running stage 'enrich'" in line or time.monotonic() > deadline:
+            break
+    time.sleep(0.5)  # let the stage get into its work, then kill dvc and the stage together
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)  # reaped, so DVC sees the lock holder is gone
+    for path in (project / "data").rglob("*.parquet"):
+        pd.read_parquet(path)  # whatever exists is whole: written atomically or not at all
+    assert not list((project / "data").rglob("*.tmp"))
+    result = dvc(project, "repro", "enrich")
+    assert "Running stage 'enrich'" in result.stdout
+    assert dvc(project, "status", "enrich", "--json").stdout.strip() == "{}"
+    totals = pd.read_parquet(project / "data/enriched/turns.parquet")
+    assert len(totals) == 1200 * 2 * 2
