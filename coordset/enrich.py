@@ -19,11 +19,24 @@ class TokenUsage:
     metrics: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class EnrichSettings:
+    encoding: str
+    tokens_per_message: int
+    tokens_per_reply: int
+
+
+def enrich_settings(params: dict[str, Any]) -> EnrichSettings:
+    """Read and check the ``enrich`` params (the stage calls this before reading any data)."""
+    return EnrichSettings(require_str(params, "enrich.encoding"),
+                          require_int(params, "enrich.tokens_per_message", low=0),
+                          require_int(params, "enrich.tokens_per_reply", low=0))
+
+
 def enrich(episodes: pd.DataFrame, messages: pd.DataFrame, params: dict[str, Any]) -> TokenUsage:
-    name = require_str(params, "enrich.encoding")
-    per_message = require_int(params, "enrich.tokens_per_message", low=0)
-    per_reply = require_int(params, "enrich.tokens_per_reply", low=0)
-    encoding = load_encoding(name)
+    settings = enrich_settings(params)
+    per_message, per_reply = settings.tokens_per_message, settings.tokens_per_reply
+    encoding = load_encoding(settings.encoding)
     n_tokens = message_tokens(messages, encoding)
     message_table = messages[["episode_id", "turn", "position", "role", "agent_model", "text_sha256"]].assign(
         n_tokens=n_tokens.values)

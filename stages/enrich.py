@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from coordset import atomic
-from coordset.enrich import enrich
+from coordset.enrich import enrich, enrich_settings
 from coordset.params import load_params
 from schemas import check
 from schemas.enriched import EPISODE_USAGE, MESSAGE_TOKENS, TURN_USAGE
@@ -20,6 +20,7 @@ OUT = Path("data/enriched")
 
 def main() -> None:
     params = load_params()
+    enrich_settings(params)  # bad params fail before any data is read
     episodes = check(pd.read_parquet(IN / "episodes.parquet"), EPISODES, str(IN / "episodes.parquet"))
     messages = check(pd.read_parquet(IN / "messages.parquet"), MESSAGES, str(IN / "messages.parquet"))
     usage = enrich(episodes, messages, params)
