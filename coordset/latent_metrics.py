@@ -1,0 +1,75 @@
+"""Held-out quality of the latent states against the obvious baselines (PCA, no memory, majority)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a - b) ** 2))
+
+
+def explained_variance(actual: np.ndarray, predicted: np.ndarray, train_mean: np.ndarray) -> float:
+    """1 - residual sum of squares / total sum of squares around the training mean."""
+    return float(1 - np.sum((actual - predicted) ** 2) / np.sum((actual - train_mean) ** 2))
+
+
+def pca_baseline(train: np.ndarray, heldout: np.ndarray, rank: int, seed: int) -> dict[str, float]:
+    """PCA of the same rank fitted on train messages, scored on held-out messages."""
+    pca = PCA(n_components=rank, svd_solver="full", random_state=seed).fit(train)
+    recon = pca.inverse_transform(pca.transform(heldout))
+    return {"pca_reconstruction_error": mse(heldout, recon),
+            "pca_explained_variance": explained_variance(heldout, recon, train.mean(axis=0))}
+
+
+def next_step_pairs(embeddings: np.ndarray, predictions: np.ndarray, mask: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(actual next, model's prediction, current message) for every consecutive pair of real steps."""
+    pair = mask[:, 1:] & mask[:, :-1]
+    return embeddings[:, 1:][pair], predictions[:, :-1][pair], embeddings[:, :-1][pair]
+
+
+def winner_probe(final_latents: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
+                 ) -> dict[str, Any]:
+    """Logistic regression from the final latent to the outcome, grouped by question, vs the majority class."""
+    known = labels != "unknown"
+    x, y, g = final_latents[known], labels[known], groups[known]
+    n_folds = min(folds, len(np.unique(g)))
+    if len(np.unique(y)) < 2 or n_folds < 2:
+        return {"probe_accuracy": None, "probe_majority_rate": None, "probe_episodes": int(len(y))}
+    correct = majority = 0
+    for train_idx, test_idx in GroupKFold(n_splits=n_folds).split(x, y, g):
+        probe = LogisticRegression(max_iter=2000, random_state=seed).fit(x[train_idx], y[train_idx])
+        correct += int((probe.predict(x[test_idx]) == y[test_idx]).sum())
+        values, counts = np.unique(y[train_idx], return_counts=True)
+        majority += int((y[test_idx] == values[np.argmax(counts)]).sum())
+    return {"probe_accuracy": correct / len(y), "probe_majority_rate": majority / len(y),
+            "probe_episodes": int(len(y)), "probe_folds": n_folds}
+
+
+def outcome_categories(episodes: pd.DataFrame) -> np.ndarray:
+    """winner as a position-free label: agent_1 / agent_2 / … / tie / unknown."""
+    def category(row: Any) -> str:
+        if row.winner in ("tie", "unknown"):
+            return row.winner
+        return f"agent_{list(row.agent_models).index(row.winner) + 1}"
+
+    return np.array([category(r) for r in episodes.itertuples()], dtype=object)
+
+
+def compression(messages: pd.DataFrame, message_tokens: pd.DataFrame, rank: int) -> dict[str, float]:
+    """Bytes of UTF-8 text and tokens exchanged per turn vs bytes of the float32 latent per turn."""
+    text_bytes = messages.assign(n_bytes=messages["text"].str.encode("utf-8").str.len())
+    per_turn_bytes = text_bytes.groupby(["episode_id", "turn"])["n_bytes"].sum().mean()
+    per_turn_tokens = message_tokens.groupby(["episode_id", "turn"])["n_tokens"].sum().mean()
+    latent_bytes = 4 * rank
+    return {"text_bytes_per_turn": float(per_turn_bytes), "tokens_per_turn": float(per_turn_tokens),
+            "latent_bytes_per_turn": latent_bytes,
+            "compression_ratio_bytes": float(per_turn_bytes / latent_bytes),
+            "compression_ratio_tokens": float(per_turn_tokens / latent_bytes)}

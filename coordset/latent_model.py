@@ -1,0 +1,111 @@
+"""The recurrent coordinator in torch, its deterministic training, and reading its states out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from coordset.latent import LatentSettings, Sequences
+
+
+class Coordinator(nn.Module):
+    """GRU state of width ``rank``; linear read-outs reconstruct the current and predict the next message."""
+
+    def __init__(self, embedding_dim: int, role_dim: int, rank: int) -> None:
+        super().__init__()
+        self.cell = nn.GRU(embedding_dim + role_dim, rank, batch_first=True)
+        self.reconstruct = nn.Linear(rank, embedding_dim)
+        self.predict_next = nn.Linear(rank, embedding_dim)
+        # Unit-norm embeddings have per-dimension spread ~1/sqrt(D); the model works on standardized
+        # coordinates (train mean and spread, saved with the weights) so its losses are O(1).
+        self.register_buffer("center", torch.zeros(embedding_dim))
+        self.register_buffer("spread", torch.ones(1))
+
+    def standardize_on(self, train_embeddings: torch.Tensor) -> None:
+        self.center.copy_(train_embeddings.mean(dim=0))
+        self.spread.fill_(float((train_embeddings - self.center).std()))
+
+    def forward(self, embeddings: torch.Tensor, roles: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """States, reconstructions and next-message predictions, the latter two in embedding space."""
+        z = (embeddings - self.center) / self.spread
+        states, _ = self.cell(torch.cat([z, roles], dim=-1))
+        recon = self.reconstruct(states) * self.spread + self.center
+        nxt = self.predict_next(states) * self.spread + self.center
+        return states, recon, nxt
+
+
+def deterministic_torch(seed: int) -> None:
+    """Same seed, same thread count, deterministic kernels: `dvc repro --force` gives the same bytes."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+
+
+def losses(model: Coordinator, emb: torch.Tensor, roles: torch.Tensor, mask: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared error per standardized element: reconstruction over real steps, next-step over real pairs."""
+    _, recon, nxt = model(emb, roles)
+    m = mask.unsqueeze(-1).float()
+    recon_mse = ((((recon - emb) / model.spread) ** 2) * m).sum() / (m.sum() * emb.shape[-1])
+    pair = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1).float()
+    next_mse = ((((nxt[:, :-1] - emb[:, 1:]) / model.spread) ** 2) * pair).sum() / (
+        pair.sum().clamp(min=1) * emb.shape[-1])
+    return recon_mse, next_mse
+
+
+@dataclass
+class Fit:
+    model: Coordinator
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _tensors(seq: Sequences, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(seq.embeddings[rows]), torch.from_numpy(seq.roles[rows]),
+            torch.from_numpy(seq.mask[rows]))
+
+
+def train(seq: Sequences, train_rows: np.ndarray, heldout_rows: np.ndarray, settings: LatentSettings,
+          progress: bool = True) -> Fit:
+    deterministic_torch(settings.seed)
+    model = Coordinator(seq.embeddings.shape[-1], seq.roles.shape[-1], settings.rank)
+    model.standardize_on(torch.from_numpy(seq.embeddings[train_rows][seq.mask[train_rows]]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    generator = np.random.default_rng(settings.seed)
+    held = _tensors(seq, heldout_rows)
+    fit = Fit(model)
+    epochs = range(1, settings.epochs + 1)
+    if progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc="latent: train", unit="epoch")
+    for epoch in epochs:
+        model.train()
+        order = train_rows[generator.permutation(len(train_rows))]
+        total, batches = 0.0, 0
+        for start in range(0, len(order), settings.batch_size):
+            emb, roles, mask = _tensors(seq, np.sort(order[start:start + settings.batch_size]))
+            recon, nxt = losses(model, emb, roles, mask)
+            loss = recon + nxt
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        model.eval()
+        with torch.no_grad():
+            h_recon, h_next = losses(model, *held)
+        fit.history.append({"epoch": epoch, "train_loss": round(total / batches, 6),
+                            "heldout_loss": round(float(h_recon + h_next), 6)})
+    return fit
+
+
+def predict(model: Coordinator, seq: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """States (E, T, rank), reconstructions and next-message predictions (E, T, D) for every episode."""
+    model.eval()
+    with torch.no_grad():
+        states, recon, nxt = model(torch.from_numpy(seq.embeddings), torch.from_numpy(seq.roles))
+    return states.numpy(), recon.numpy(), nxt.numpy()

@@ -1,0 +1,94 @@
+"""latent: embeddings -> per-turn latent states (data/latent/), the fitted model, metrics/latent.json."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coordset import atomic
+from coordset.latent import build_sequences, latent_settings, split_questions
+from coordset.latent_metrics import (
+    compression,
+    explained_variance,
+    mse,
+    next_step_pairs,
+    outcome_categories,
+    pca_baseline,
+    winner_probe,
+)
+from coordset.latent_model import predict, train
+from coordset.params import load_params
+from schemas import check
+from schemas.latent import latent_states
+from stages._entry import run
+
+EPISODES = Path("data/normalized/episodes.parquet")
+MESSAGES = Path("data/normalized/messages.parquet")
+TOKENS = Path("data/enriched/messages.parquet")
+EMBEDDINGS = Path("data/embeddings/embeddings.parquet")
+OUT = Path("data/latent/latent_states.parquet")
+MODEL = Path("models/latent_model.pt")
+
+
+def main() -> None:
+    params = load_params()
+    settings = latent_settings(params)  # bad params fail here, before any data is read
+    episodes = pd.read_parquet(EPISODES).sort_values("episode_id").reset_index(drop=True)
+    messages = pd.read_parquet(MESSAGES)
+    embeddings = pd.read_parquet(EMBEDDINGS)
+    settings = latent_settings(params, embedding_dim=len(embeddings["embedding"].iloc[0]))
+    seq = build_sequences(episodes, messages, embeddings)
+    split_of = split_questions(episodes["question_id"], settings.holdout_fraction, settings.seed)
+    splits = episodes["question_id"].map(split_of).to_numpy()
+    train_rows, held_rows = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "heldout")
+    fit = train(seq, train_rows, held_rows, settings)
+    states, recon, nxt = predict(fit.model, seq)
+
+    rows = []
+    for e, eid in enumerate(seq.episode_ids):
+        for turn, last in seq.turn_ends[e]:
+            rows.append({"episode_id": eid, "turn": turn, "split": splits[e],
+                         "latent": states[e, last].astype(np.float32)})
+    table = check(pd.DataFrame(rows), latent_states(settings.rank), str(OUT))
+
+    mask = seq.mask
+    train_x = seq.embeddings[train_rows][mask[train_rows]]
+    held_x = seq.embeddings[held_rows][mask[held_rows]]
+    held_recon = recon[held_rows][mask[held_rows]]
+    actual, predicted, current = next_step_pairs(seq.embeddings[held_rows], nxt[held_rows], mask[held_rows])
+    final = np.stack([states[e, seq.turn_ends[e][-1][1]] for e in range(len(seq.episode_ids))])
+    metrics = {
+        "rank": settings.rank,
+        "cell": settings.cell,
+        "heldout_episodes": int(len(held_rows)),
+        "heldout_messages": int(len(held_x)),
+        "reconstruction_error": mse(held_x, held_recon),
+        "explained_variance": explained_variance(held_x, held_recon, train_x.mean(axis=0)),
+        **pca_baseline(train_x, held_x, settings.rank, settings.seed),
+        "next_step_error": mse(actual, predicted),
+        "next_step_error_no_memory": mse(actual, current),
+        **winner_probe(final, outcome_categories(episodes), episodes["question_id"].to_numpy(),
+                       settings.probe_folds, settings.seed),
+        **compression(messages, pd.read_parquet(TOKENS), settings.rank),
+    }
+    metrics["compression_ratio"] = metrics["compression_ratio_bytes"]
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": fit.model.state_dict(), "settings": settings.__dict__,
+                "embedding_dim": int(seq.embeddings.shape[-1]), "role_dim": int(seq.roles.shape[-1])}, buffer)
+    atomic.write_parquet(OUT, table)
+    atomic.write_bytes(MODEL, buffer.getvalue())
+    atomic.write_json("metrics/latent.json", {k: round(v, 6) if isinstance(v, float) else v
+                                              for k, v in metrics.items()})
+    atomic.write_text("metrics/latent_loss.csv", pd.DataFrame(fit.history).to_csv(index=False))
+    atomic.write_text("metrics/latent_rank.csv", pd.DataFrame([{
+        "rank": settings.rank, "explained_variance": round(metrics["explained_variance"], 6),
+        "pca_explained_variance": round(metrics["pca_explained_variance"], 6)}]).to_csv(index=False))
+
+
+if __name__ == "__main__":
+    run(main)
