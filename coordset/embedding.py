@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coordset.errors import CoordsetError
-from coordset.errors import ParamError
+from coordset.errors import CoordsetError, ParamError
 from coordset.params import require_choice, require_int, require_str
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
