@@ -61,3 +61,42 @@ def test_stage_killed_mid_run_leaves_no_partial_file_and_repro_recovers(tmp_path
     assert dvc(project, "status", "enrich", "--json").stdout.strip() == "{}"
     totals = pd.read_parquet(project / "data/enriched/turns.parquet")
     assert len(totals) == 1200 * 2 * 2
+
+
+# (stage, dotted key, bad value, text the error must contain). The project has no data at all, so a
+# stage that got past its params would fail on a missing input instead: the message proves the order.
+BAD_PARAMS = [
+    ("fetch", "sources.use", ["mt_bench_repro", "arena2"], "'sources.use' names unknown source 'arena2'"),
+    ("fetch", "sources.use", [], "'sources.use' must be a non-empty list"),
+    ("normalize", "normalize.on_bad_record", "ignore", "'normalize.on_bad_record' must be one of"),
+    ("enrich", "enrich.tokens_per_message", -1, "'enrich.tokens_per_message' must be >= 0"),
+    ("embed", "embed.batch_size", 0, "embed.batch_size"),
+    ("embed", "embed.long_text", "drop", "embed.long_text"),
+    ("latent", "rank", 0, "'rank'"),
+    ("latent", "rank", "eight", "'rank'"),
+    ("latent", "rank", 385, "'rank'"),
+    ("label", "thresholds.agreement_high", 1.5, "thresholds.agreement_high"),
+    ("label", "thresholds.coordination_overhead", "low", "thresholds.coordination_overhead"),
+    ("label", "label.llm.max_calls", -5, "label.llm.max_calls"),
+]
+
+
+@pytest.mark.parametrize(("stage", "key", "value", "message"), BAD_PARAMS,
+                         ids=[f"{s}-{k}={v!r}" for s, k, v, _ in BAD_PARAMS])
+def test_bad_params_are_refused_before_any_work(tmp_path: Path, stage: str, key: str, value: object,
+                                                message: str) -> None:
+    import yaml
+
+    from tests.helpers import REPO
+
+    params = repo_params(**{key: value})
+    if key.startswith("label.llm"):
+        params["label"]["llm"]["enabled"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, **DVC_ENV, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "sk-test"}
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
