@@ -41,3 +41,21 @@ def test_forced_repro_gives_identical_hashes(built: Path) -> None:
     dvc(built, "repro", "--force")
     assert lock_hashes(built) == before
     assert dvc(built, "status", "--json").stdout.strip() == "{}"
+
+
+def test_rank_sweep_reruns_only_what_depends_on_rank(built: Path) -> None:
+    import re
+
+    result = dvc(built, "exp", "run", "-S", "rank=16")
+    ran = re.findall(r"Running stage '([^']+)'", result.stdout)
+    assert ran and set(ran) <= {"latent", "release"} and "latent" in ran
+    latents = pd.read_parquet(built / "data/latent/latent_states.parquet")
+    assert latents["latent"].map(len).eq(16).all()
+    assert read_json(built / "metrics/latent.json")["rank"] == 16
+    import csv
+
+    header, *rows = list(csv.reader(dvc(built, "exp", "show", "--csv").stdout.splitlines()))
+    # `dvc exp show` puts the baseline (rank 8) and the experiment (rank 16) side by side.
+    ranks = {row[header.index("params.yaml:rank")] for row in rows}
+    assert {"8", "16"} <= ranks
+    assert {"reconstruction_error", "pca_reconstruction_error", "next_step_error"} <= set(header)
