@@ -59,3 +59,39 @@ def test_rank_sweep_reruns_only_what_depends_on_rank(built: Path) -> None:
     ranks = {row[header.index("params.yaml:rank")] for row in rows}
     assert {"8", "16"} <= ranks
     assert {"reconstruction_error", "pca_reconstruction_error", "next_step_error"} <= set(header)
+
+
+# Made at run time, so the only copies are those the pipeline itself might leak.
+SECRET = "sk-coordset-test-" + __import__("secrets").token_hex(16)
+
+
+def test_llm_labels_through_dvc_and_no_key_anywhere(built: Path) -> None:
+    """The label stage with the LLM on, against the tests' OpenAI-compatible server; then a secret scan."""
+    import yaml
+
+    from tests.openai_server import serve_openai
+    from tests.pipeline import git
+
+    params_path = built / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["label"]["llm"].update({"enabled": True, "max_episodes": 6, "concurrency": 4})
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    with serve_openai(api_key=SECRET) as server:
+        env = {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": server.base_url}
+        first = dvc(built, "repro", env=env)
+        assert "Running stage 'label'" in first.stdout
+        assert server.call_count == 12  # 6 episodes, each asked in both agent orders
+        rerun = dvc(built, "repro", "--force", "label", env=env)
+        assert server.call_count == 12  # the cache answered everything: no call paid twice
+    labels = read_json(built / "metrics/labels.json")
+    assert labels["llm"] is not None
+    episode_labels = pd.read_parquet(built / "data/labels/episode_labels.parquet")
+    assert episode_labels["llm_valid"].notna().sum() == 6
+
+    git(built, "add", "-A")
+    scanned = [built / p for p in git(built, "ls-files").splitlines()]
+    scanned += [p for folder in ("data", "metrics", "models", ".dvc/cache") for p in (built / folder).rglob("*")]
+    hits = [str(p) for p in scanned if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert hits == []
+    for log in (first.stdout, first.stderr, rerun.stdout, rerun.stderr):
+        assert SECRET not in log
