@@ -1,0 +1,1 @@
+"""Benchmarks: every stage measured against its raw library limit in the same run."""

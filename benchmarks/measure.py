@@ -1,0 +1,52 @@
+"""Timing and memory measurement helpers."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeat: int = 1) -> tuple[float, T]:
+    """Best wall time of ``repeat`` runs (the least disturbed by other load) and the last result."""
+    best = float("inf")
+    result: Any = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+@dataclass
+class ProcessRun:
+    command: list[str]
+    wall_s: float
+    peak_rss_mib: float
+    returncode: int
+    output: str
+
+
+def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> ProcessRun:
+    """Run a command; its wall time and the peak RSS of that process, read from wait4's rusage."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in KiB on Linux.
+    return ProcessRun(command, wall, usage.ru_maxrss / 1024, proc.returncode, output)
+
+
+def self_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
