@@ -127,7 +127,11 @@ def _windows(model: Any, texts: list[str]) -> tuple[list[int], list[list[str]]]:
 
 def embed_texts(model: Any, texts: list[str], settings: EmbedSettings, *, progress: bool = True
                 ) -> tuple[np.ndarray, list[int], list[int]]:
-    """(embeddings, wordpieces per text, windows embedded per text) for ``texts``, in their order."""
+    """(embeddings, wordpieces per text, windows embedded per text) for ``texts``, in their order.
+
+    ``model.encode`` batches texts longest first (less padding per batch) and returns them in input order,
+    so callers pass texts in their output order (sorted by hash) and need no sorting of their own.
+    """
     counts, pieces = _windows(model, texts)
     if settings.long_text == "truncate":
         chunks = [1] * len(texts)

@@ -1,13 +1,18 @@
 """The low-rank recurrent coordinator: one latent state of dimension ``rank`` per turn.
 
-Cell: a GRU whose hidden state has width ``rank``. It reads an episode's messages in order (user,
-agent 1, agent 2, user, …), each as its sentence embedding plus a one-hot role/agent-slot feature,
-and from its state (a) reconstructs the current message's embedding and (b) predicts the next one,
-both through linear read-outs. Why a GRU of width ``rank`` rather than a U·Vᵀ low-rank RNN or a
-linear dynamical system: the state *is* the rank-dimensional latent (no projection needed to
-read it), gating lets the state keep the conversation's context while each new message is
-written in, and the linear read-outs make its reconstruction directly comparable to a PCA of the
-same rank — the obvious baseline it has to beat.
+It reads an episode's messages in order (user, agent 1, agent 2, user, …), each as its sentence
+embedding plus a one-hot role/agent-slot feature, and from its state (a) reconstructs the current
+message's embedding and (b) predicts the next one, both through linear read-outs.
+
+Cell (``latent.cell``): ``gru``, a GRU whose hidden state has width ``rank``, or ``linear``, a
+linear dynamical system h_t = A h_{t-1} + B x_t with A of size rank x rank. Why these rather than a
+U·Vᵀ low-rank RNN: in both the state *is* the rank-dimensional latent (no projection needed to
+read it), and the linear read-outs make the reconstruction directly comparable to a PCA of the
+same rank, the obvious baseline it has to beat. The GRU's gating lets the state keep the
+conversation's context while each new message is written in; the linear system is the simplest
+model with memory and contains PCA (A = 0, B = Cᵀ = the principal axes) as a special case. On the
+default MT-Bench data (64 training questions) the linear cell generalizes slightly better to
+held-out questions at ranks 8-32; neither beats PCA's reconstruction (metrics/latent.json).
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coordset.errors import ParamError
+from coordset.errors import CoordsetError, ParamError
 from coordset.params import get, require_choice, require_float, require_int
 
-CELLS = ("gru",)
+CELLS = ("gru", "linear")
 MAX_AGENTS = 4  # role features: user + up to four agent slots (more agents share the last slot)
 KNOWN_DIMS = {"sentence-transformers/all-MiniLM-L6-v2": 384}
 
@@ -88,11 +93,16 @@ class Sequences:
 def build_sequences(episodes: pd.DataFrame, messages: pd.DataFrame, embeddings: pd.DataFrame) -> Sequences:
     index = pd.Series(np.arange(len(embeddings)), index=embeddings["text_sha256"].to_numpy())
     matrix = np.stack(embeddings["embedding"].to_numpy()).astype(np.float32)
-    msgs = messages.sort_values(["episode_id", "position"])
+    episode_ids = sorted(episodes["episode_id"])
+    # Messages of episodes outside `episodes` would shift every offset below.
+    msgs = messages[messages["episode_id"].isin(episode_ids)].sort_values(["episode_id", "position"])
     slot_of = {(e, m): i for e, models in zip(episodes["episode_id"], episodes["agent_models"], strict=True)
                for i, m in enumerate(models)}
-    episode_ids = sorted(episodes["episode_id"])
-    lengths = msgs.groupby("episode_id").size().reindex(episode_ids).to_numpy()
+    lengths = msgs.groupby("episode_id").size().reindex(episode_ids)
+    if lengths.isna().any():
+        missing = lengths.index[lengths.isna()][0]
+        raise CoordsetError(f"messages: episode {missing!r} has no messages; re-run the normalize stage")
+    lengths = lengths.to_numpy().astype(int)
     longest = int(lengths.max())
     dim = matrix.shape[1]
     emb = np.zeros((len(episode_ids), longest, dim), np.float32)
@@ -100,7 +110,8 @@ def build_sequences(episodes: pd.DataFrame, messages: pd.DataFrame, embeddings: 
     mask = np.zeros((len(episode_ids), longest), bool)
     rows = index.reindex(msgs["text_sha256"].to_numpy()).to_numpy()
     if np.isnan(rows.astype(float)).any():
-        raise ValueError("a message text has no embedding: re-run the embed stage")
+        missing = msgs["text_sha256"].to_numpy()[np.isnan(rows.astype(float))][0]
+        raise CoordsetError(f"embeddings: no row for text_sha256 {missing}; re-run the embed stage")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     turn_ends: list[list[tuple[int, int]]] = []
     for e, eid in enumerate(episode_ids):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 
@@ -28,6 +28,20 @@ def pca_baseline(train: np.ndarray, heldout: np.ndarray, rank: int, seed: int) -
             "pca_explained_variance": explained_variance(heldout, recon, train.mean(axis=0))}
 
 
+def no_memory_same_rank(train_current: np.ndarray, train_next: np.ndarray, held_current: np.ndarray,
+                        held_next: np.ndarray, rank: int, seed: int) -> float:
+    """Next-step MSE of a memoryless predictor squeezed through the same rank as the model.
+
+    The current message's PCA code (``rank`` components, fitted on train messages) is mapped linearly
+    to the next message (least squares on train pairs). The plain no-memory baseline copies all D
+    dimensions of the current message, which a rank-``rank`` state cannot; this one separates "memory
+    helps" from "a bigger bottleneck helps".
+    """
+    pca = PCA(n_components=rank, svd_solver="full", random_state=seed).fit(train_current)
+    regression = LinearRegression().fit(pca.transform(train_current), train_next)
+    return mse(held_next, regression.predict(pca.transform(held_current)))
+
+
 def next_step_pairs(embeddings: np.ndarray, predictions: np.ndarray, mask: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(actual next, model's prediction, current message) for every consecutive pair of real steps."""
@@ -37,12 +51,16 @@ def next_step_pairs(embeddings: np.ndarray, predictions: np.ndarray, mask: np.nd
 
 def winner_probe(final_latents: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int, seed: int
                  ) -> dict[str, Any]:
-    """Logistic regression from the final latent to the outcome, grouped by question, vs the majority class."""
+    """Grouped-CV logistic regression from the final latent to the outcome, vs the majority class.
+
+    Folds split by question (``groups``), so the probe is always scored on questions it was not fitted on.
+    """
     known = labels != "unknown"
     x, y, g = final_latents[known], labels[known], groups[known]
     n_folds = min(folds, len(np.unique(g)))
     if len(np.unique(y)) < 2 or n_folds < 2:
-        return {"probe_accuracy": None, "probe_majority_rate": None, "probe_episodes": int(len(y))}
+        return {"probe_accuracy": None, "probe_majority_rate": None, "probe_episodes": int(len(y)),
+                "probe_folds": n_folds}
     correct = majority = 0
     for train_idx, test_idx in GroupKFold(n_splits=n_folds).split(x, y, g):
         probe = LogisticRegression(max_iter=2000, random_state=seed).fit(x[train_idx], y[train_idx])

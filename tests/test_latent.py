@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from coordset.errors import ParamError
-from coordset.latent import MAX_AGENTS, LatentSettings, Sequences, latent_settings, split_questions
-from coordset.latent_metrics import mse, next_step_pairs, pca_baseline
-from coordset.latent_model import predict, train
+from coordset.errors import CoordsetError, ParamError
+from coordset.latent import (
+    MAX_AGENTS,
+    LatentSettings,
+    Sequences,
+    build_sequences,
+    latent_settings,
+    split_questions,
+)
+from coordset.latent_metrics import mse, next_step_pairs, no_memory_same_rank, pca_baseline
+from coordset.latent_model import deterministic_torch, predict, train
+from coordset.records import sha256_text
+from stages import latent as latent_stage
 from tests.helpers import repo_params
 
 
@@ -23,6 +37,16 @@ from tests.helpers import repo_params
 def test_bad_rank_is_refused_naming_the_key(rank: object, message: str) -> None:
     with pytest.raises(ParamError, match=rf"'rank' {message}"):
         latent_settings(repo_params(rank=rank))
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("latent.cell", "lstm"), ("latent.cell", "lowrank_rnn"), ("latent.epochs", 0), ("latent.seed", -1),
+    ("latent.learning_rate", "fast"), ("latent.batch_size", 0), ("latent.holdout_fraction", 1.5),
+    ("latent.probe_folds", 1), ("latent.weight_decay", -0.1),
+])
+def test_bad_latent_params_are_refused_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(ParamError, match=rf"'{key}'"):
+        latent_settings(repo_params(**{key: value}))
 
 
 def test_rank_is_checked_against_the_actual_embedding_size() -> None:
@@ -53,7 +77,20 @@ def test_pca_baseline_matches_an_svd_projection() -> None:
     recon = mean + (held - mean) @ basis @ basis.T
     assert result["pca_reconstruction_error"] == pytest.approx(mse(held, recon), rel=1e-9)
     total = np.sum((held - mean) ** 2)
-    assert result["pca_explained_variance"] == pytest.approx(1 - np.sum((held - recon) ** 2) / total, rel=1e-9)
+    explained = 1 - np.sum((held - recon) ** 2) / total
+    assert result["pca_explained_variance"] == pytest.approx(explained, rel=1e-9)
+
+
+def test_same_rank_memoryless_baseline_is_exact_for_a_linear_map_of_low_rank_messages() -> None:
+    rng = np.random.default_rng(1)
+    basis = rng.normal(size=(3, 12))
+    current = rng.normal(size=(400, 3)) @ basis
+    mix = rng.normal(size=(12, 12))
+    nxt = current @ mix + 0.5
+    error = no_memory_same_rank(current[:300], nxt[:300], current[300:], nxt[300:], rank=3, seed=0)
+    assert error == pytest.approx(0, abs=1e-20)
+    # One component short of the current messages' rank, the map can no longer be exact.
+    assert no_memory_same_rank(current[:300], nxt[:300], current[300:], nxt[300:], rank=2, seed=0) > 1e-3
 
 
 def _settings(**overrides: object) -> LatentSettings:
@@ -63,7 +100,7 @@ def _settings(**overrides: object) -> LatentSettings:
 
 
 def _rotating_sequences(n_episodes: int = 120, steps: int = 8, dim: int = 24, seed: int = 0) -> Sequences:
-    """Messages on a 2-d rotation embedded in `dim` dimensions: the next one is knowable, and far from the current."""
+    """Messages on a 2-d rotation in `dim` dimensions: the next one is knowable, and far from the current."""
     rng = np.random.default_rng(seed)
     lift = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T  # (2, dim) orthonormal rows
     angle = 2 * np.pi / 5
@@ -81,26 +118,146 @@ def _rotating_sequences(n_episodes: int = 120, steps: int = 8, dim: int = 24, se
                      [[(t + 1, t) for t in range(steps)] for _ in range(n_episodes)])
 
 
-def test_known_low_rank_dynamics_are_recovered() -> None:
+@pytest.mark.parametrize("cell", ["gru", "linear"])
+def test_known_low_rank_dynamics_are_recovered(cell: str) -> None:
     seq = _rotating_sequences()
     train_rows, held_rows = np.arange(0, 96), np.arange(96, 120)
-    fit = train(seq, train_rows, held_rows, _settings(), progress=False)
+    fit = train(seq, train_rows, held_rows, _settings(cell=cell), progress=False)
     states, recon, nxt = predict(fit.model, seq)
     assert states.shape == (120, 8, 4)
-    actual, predicted, current = next_step_pairs(seq.embeddings[held_rows], nxt[held_rows], seq.mask[held_rows])
+    mask = seq.mask[held_rows]
+    actual, predicted, current = next_step_pairs(seq.embeddings[held_rows], nxt[held_rows], mask)
     model_error, no_memory_error = mse(actual, predicted), mse(actual, current)
     assert model_error < 0.25 * no_memory_error
+    assert mse(seq.embeddings[held_rows][mask], recon[held_rows][mask]) < 0.25 * np.var(seq.embeddings)
     assert fit.history[-1]["heldout_loss"] < fit.history[0]["heldout_loss"]
 
 
-def test_training_is_deterministic_to_the_byte() -> None:
+@pytest.mark.parametrize("cell", ["gru", "linear"])
+def test_training_is_deterministic_to_the_byte(cell: str) -> None:
     seq = _rotating_sequences(n_episodes=40)
     rows = np.arange(40)
 
-    def trained_bytes() -> bytes:
-        fit = train(seq, rows[:32], rows[32:], _settings(epochs=5), progress=False)
+    def trained_bytes(seed: int = 0) -> bytes:
+        fit = train(seq, rows[:32], rows[32:], _settings(epochs=5, cell=cell, seed=seed), progress=False)
         buffer = io.BytesIO()
         torch.save(fit.model.state_dict(), buffer)
         return buffer.getvalue() + predict(fit.model, seq)[0].tobytes()
 
-    assert trained_bytes() == trained_bytes()
+    first = trained_bytes()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # the caller's thread count must not matter: training uses one
+    try:
+        assert trained_bytes() == first
+    finally:
+        torch.set_num_threads(threads)
+    assert trained_bytes(seed=1) != first
+
+
+def test_deterministic_mode_is_undone_on_exit() -> None:
+    threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with deterministic_torch(0):
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, flag)
+
+
+# --- the stage itself, on a small synthetic project in the contract's shape ---------------------------------
+
+DIM = 16
+
+
+def _write_project(root: Path, rank: int = 4, cell: str = "gru") -> None:
+    """10 questions x 6 model pairs x 2 turns: normalized + enriched messages, embeddings, params.yaml."""
+    rng = np.random.default_rng(7)
+    models = ["alpha", "beta", "gamma", "delta"]
+    episodes, messages = [], []
+    for q in range(10):
+        for pair in itertools.combinations(sorted(models), 2):
+            eid = f"local/q{q}/{pair[0]}__{pair[1]}"
+            episodes.append({"episode_id": eid, "question_id": f"q{q}", "agent_models": list(pair),
+                             "winner": rng.choice([*pair, "tie"])})
+            for turn in (1, 2):
+                for who in (None, *pair):
+                    text = f"q{q} turn {turn} " + (f"answer by {who}" if who else "user asks")
+                    messages.append({"episode_id": eid, "turn": turn, "position": len(messages) % 6,
+                                     "role": "agent" if who else "user", "agent_model": who, "text": text,
+                                     "text_sha256": sha256_text(text)})
+    messages_frame = pd.DataFrame(messages)
+    hashes = sorted(set(messages_frame["text_sha256"]))
+    vectors = rng.normal(size=(len(hashes), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    (root / "data/normalized").mkdir(parents=True)
+    (root / "data/enriched").mkdir(parents=True)
+    (root / "data/embeddings").mkdir(parents=True)
+    pd.DataFrame(episodes).to_parquet(root / "data/normalized/episodes.parquet")
+    messages_frame.to_parquet(root / "data/normalized/messages.parquet")
+    messages_frame.drop(columns=["text"]).assign(n_tokens=messages_frame["text"].str.split().str.len()).to_parquet(
+        root / "data/enriched/messages.parquet")
+    pd.DataFrame({"text_sha256": hashes, "embedding": list(vectors)}).to_parquet(
+        root / "data/embeddings/embeddings.parquet")
+    params = repo_params(rank=rank, **{"latent.cell": cell, "latent.epochs": 3, "latent.probe_folds": 3,
+                                       "latent.batch_size": 16})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+OUTPUTS = ["data/latent/latent_states.parquet", "models/latent_model.pt", "metrics/latent.json",
+           "metrics/latent_loss.csv", "metrics/latent_rank.csv"]
+
+
+def _run_stage(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.chdir(root)
+    latent_stage.main()
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in OUTPUTS}
+
+
+@pytest.mark.parametrize("cell", ["gru", "linear"])
+def test_stage_outputs_shapes_split_and_identical_bytes_on_rerun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cell: str) -> None:
+    _write_project(tmp_path, rank=4, cell=cell)
+    first = _run_stage(tmp_path, monkeypatch)
+    assert _run_stage(tmp_path, monkeypatch) == first
+
+    states = pd.read_parquet(tmp_path / OUTPUTS[0])
+    assert len(states) == 60 * 2 and states["latent"].map(len).eq(4).all()
+    assert list(states.columns) == ["episode_id", "turn", "split", "latent"]
+    assert states.equals(states.sort_values(["episode_id", "turn"]).reset_index(drop=True))
+    questions = states["episode_id"].str.split("/").str[1]
+    assert (states.groupby(questions)["split"].nunique() == 1).all()  # no question on both sides
+    assert set(states["split"]) == {"train", "heldout"}
+
+    metrics = json.loads((tmp_path / "metrics/latent.json").read_text())
+    assert metrics["rank"] == 4 and metrics["cell"] == cell
+    assert metrics["heldout_episodes"] == 2 * 6  # round(10 questions * 0.2) held out, 6 pairs each
+    assert metrics["latent_bytes_per_turn"] == 16
+    for key in ("reconstruction_error", "pca_reconstruction_error", "next_step_error",
+                "next_step_error_no_memory", "next_step_error_no_memory_same_rank", "explained_variance",
+                "pca_explained_variance", "text_bytes_per_turn", "tokens_per_turn", "compression_ratio_bytes",
+                "compression_ratio_tokens"):
+        assert np.isfinite(metrics[key]), key
+    assert 0 <= metrics["probe_accuracy_all_episodes"] <= 1
+    loss = pd.read_csv(tmp_path / "metrics/latent_loss.csv")
+    assert list(loss.columns) == ["epoch", "train_loss", "heldout_loss"]
+    assert loss["epoch"].tolist() == [1, 2, 3]
+    rank_row = pd.read_csv(tmp_path / "metrics/latent_rank.csv")
+    assert rank_row.to_dict("records") == [{"rank": 4, "explained_variance": metrics["explained_variance"],
+                                            "pca_explained_variance": metrics["pca_explained_variance"]}]
+    saved = torch.load(tmp_path / "models/latent_model.pt", weights_only=True)
+    assert saved["settings"]["rank"] == 4 and saved["embedding_dim"] == DIM
+
+
+def test_stage_refuses_a_rank_above_the_embedding_size_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_project(tmp_path, rank=DIM + 1)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamError, match=f"'rank' must not exceed the embedding size {DIM}"):
+        latent_stage.main()
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_message_without_an_embedding_is_a_clear_error(tmp_path: Path) -> None:
+    _write_project(tmp_path)
+    episodes = pd.read_parquet(tmp_path / "data/normalized/episodes.parquet")
+    messages = pd.read_parquet(tmp_path / "data/normalized/messages.parquet")
+    embeddings = pd.read_parquet(tmp_path / "data/embeddings/embeddings.parquet").iloc[1:]
+    with pytest.raises(CoordsetError, match="no row for text_sha256 .* re-run the embed stage"):
+        build_sequences(episodes, messages, embeddings)
