@@ -1,0 +1,556 @@
+"""The dataset card (data/release/README.md) in the Hugging Face card format, generated from the build.
+
+A YAML header (licence, languages, size category, the Parquet config and ``dataset_info.features``),
+then what every field means (from ``schemas.release.FIELDS``, the same table the Parquet schema is made
+from), how each annotation was made (quoting the docstrings of the code that made it), the params and
+metrics of the run, the sources with their licences and the known limitations. Numbers are reported as
+they came out: where the recurrent model, a judge or a label does worse than its baseline, the card
+says so in words. Nothing in it depends on the clock or the machine.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow
+import yaml
+
+from coordset.fetch import PINNED_SOURCES
+from coordset.release import PARQUET, ReleaseSettings, ReleaseSummary
+from schemas.release import FIELDS, describe
+
+PRETTY_NAME = "coordset: multi-LLM interaction episodes"
+TASK_CATEGORIES = ["text-generation", "text-classification"]
+TAGS = ["multi-agent", "llm-as-a-judge", "mt-bench", "pairwise-preference", "token-usage", "latent-states", "dvc"]
+# Params that shape the released data; the card prints their values.
+PARAM_KEYS = ("rank", "model", "thresholds", "sources", "enrich", "embed", "latent", "label", "release")
+HIGH_INCONSISTENCY = 0.30  # a judge flipping on this share of its valid verdicts is called out
+FEW_FLEISS_SHARE = 0.25    # Fleiss' kappa on fewer than this share of the judged episodes is called out
+LANGUAGE_CODES = {"english": "en", "korean": "ko", "chinese": "zh", "spanish": "es", "french": "fr",
+                  "german": "de", "japanese": "ja", "russian": "ru", "portuguese": "pt", "italian": "it"}
+
+
+@dataclass(frozen=True)
+class LatentBaseline:
+    """A held-out figure of the recurrent model in metrics/latent.json and the baseline it is set against."""
+
+    metric: str
+    baseline: str
+    lower_is_better: bool
+    what: str
+    against: str
+
+
+LATENT_BASELINES = (
+    LatentBaseline("reconstruction_error", "pca_reconstruction_error", True, "held-out reconstruction error",
+                   "a PCA of the same rank fitted on the training questions"),
+    LatentBaseline("explained_variance", "pca_explained_variance", False, "held-out explained variance",
+                   "a PCA of the same rank fitted on the training questions"),
+    LatentBaseline("next_step_error", "next_step_error_no_memory", True, "held-out next-message prediction error",
+                   "the no-memory baseline (the current message as the prediction of the next)"),
+    LatentBaseline("next_step_error", "next_step_error_no_memory_same_rank", True,
+                   "held-out next-message prediction error",
+                   "a memoryless linear predictor through the same rank"),
+    LatentBaseline("probe_accuracy", "probe_majority_rate", False, "outcome probe accuracy", "the majority class"),
+    LatentBaseline("probe_accuracy_all_episodes", "probe_majority_rate_all_episodes", False,
+                   "outcome probe accuracy over all episodes", "the majority class"),
+)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    title: str
+    url: str | None
+    revision: str | None
+    licence: str
+    hf_license: str | None  # the Hub's licence id, when one id covers it
+    note: str
+
+
+def _github_pin(name: str) -> tuple[str, str]:
+    """(repository URL, commit) of a source pinned in coordset.fetch (raw.githubusercontent.com/<o>/<r>/<sha>/)."""
+    owner, repo, commit = PINNED_SOURCES[name].base_url.split("githubusercontent.com/")[1].strip("/").split("/")[:3]
+    return f"https://github.com/{owner}/{repo}", commit
+
+
+def source_info(params: dict[str, Any]) -> dict[str, SourceInfo]:
+    repro_url, repro_commit = _github_pin("mt_bench_repro")
+    fastchat_url, fastchat_commit = _github_pin("fastchat_mt_bench")
+    arena = (params.get("sources") or {}).get("chatbot_arena") or {}
+    return {
+        "mt_bench_repro": SourceInfo(
+            "MT-Bench reproduction: 80 two-turn questions, answers of 6 open models, pairwise verdicts (both orders) "
+            "and 1-10 grades of 6 LLM judges", repro_url, repro_commit, "Apache-2.0", "apache-2.0",
+            "Licence file `LICENSE` at the pinned commit."),
+        "fastchat_mt_bench": SourceInfo(
+            "MT-Bench questions and the 31 published model answer sets of FastChat's llm_judge", fastchat_url,
+            fastchat_commit, "Apache-2.0", "apache-2.0",
+            "A mirror of the lm-sys/FastChat data (https://github.com/lm-sys/FastChat), Apache-2.0 like FastChat."),
+        "chatbot_arena": SourceInfo(
+            "Chatbot Arena conversations with pairwise human votes (33K, April-June 2023)",
+            "https://huggingface.co/datasets/" + str(arena.get("repo_id", "lmsys/chatbot_arena_conversations")),
+            arena.get("revision"), "CC-BY-4.0 (user prompts) and CC-BY-NC-4.0 (model outputs)", None,
+            "Gated on the Hugging Face Hub (licence tag `cc`): access requires accepting lmsys's terms (no attempt to "
+            "identify individuals, follow each model's terms of use for its outputs; the conversations may be "
+            "unsafe or offensive). The model outputs are non-commercial: a release containing this source is "
+            "not usable commercially."),
+        "local": SourceInfo(
+            "The researcher's own conversations in the arena record shape (data/local/)", None, None,
+            "the researcher's own", None,
+            "Whoever builds with local data sets its licence; check it before publishing."),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small formatting helpers.
+
+
+def size_category(n: int) -> str:
+    """The Hub's size_categories bucket for ``n`` rows."""
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    for bound, label in bounds:
+        if n < bound:
+            return label
+    return "n>1B"
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _share(value: Any) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _number(value)
+
+
+def _cell(value: Any) -> str:
+    text = _number(value) if not isinstance(value, (list, dict)) else yaml.safe_dump(value, default_flow_style=True,
+                                                                                      width=10_000).strip()
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested metrics as (dotted key, value) rows, in sorted key order."""
+    rows: list[tuple[str, Any]] = []
+    for key in sorted(metrics):
+        value = metrics[key]
+        if isinstance(value, dict) and value:
+            rows += flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def _quote(text: str | None) -> str:
+    if not text:
+        return "> (no docstring found)"
+    return "\n".join("> " + line if line else ">" for line in text.splitlines())
+
+
+def docstring(module: str, function: str | None = None) -> str | None:
+    """A module's (or one of its functions') docstring, read from the source without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    with open(spec.origin, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read())
+    if function is None:
+        return ast.get_docstring(tree)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            text = ast.get_docstring(node)
+            return inspect.cleandoc(text) if text else None
+    return None
+
+
+def arrow_type_name(kind: pyarrow.DataType) -> str:
+    """A short readable type, e.g. ``list<list<float32>>``, ``list<struct<turn: int64, ...>>``."""
+    if pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind):
+        return f"list<{arrow_type_name(kind.value_type)}>"
+    if pyarrow.types.is_struct(kind):
+        return "struct<" + ", ".join(f"{f.name}: {arrow_type_name(f.type)}" for f in kind) + ">"
+    return _hf_dtype(kind)
+
+
+# Arrow type -> the Hub's dtype name (datasets.Value); Arrow calls float64 "double" and float32 "float".
+HF_DTYPES = {pyarrow.string(): "string", pyarrow.large_string(): "large_string", pyarrow.bool_(): "bool",
+             pyarrow.int32(): "int32", pyarrow.int64(): "int64", pyarrow.float32(): "float32",
+             pyarrow.float64(): "float64"}
+
+
+def _hf_dtype(kind: pyarrow.DataType) -> str:
+    if kind not in HF_DTYPES:
+        raise ValueError(f"no Hub dtype for Arrow type {kind}")
+    return HF_DTYPES[kind]
+
+
+def _hf_inner(kind: pyarrow.DataType) -> Any:
+    if pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind):
+        return {"list": _hf_inner(kind.value_type)}
+    if pyarrow.types.is_struct(kind):
+        return [hf_feature(f.name, f.type) for f in kind]
+    return _hf_dtype(kind)
+
+
+def hf_feature(name: str, kind: pyarrow.DataType) -> dict[str, Any]:
+    """One entry of ``dataset_info.features`` in the Hub's YAML (``dtype``, ``list`` or ``struct``)."""
+    if pyarrow.types.is_list(kind) or pyarrow.types.is_large_list(kind):
+        return {"name": name, "list": _hf_inner(kind.value_type)}
+    if pyarrow.types.is_struct(kind):
+        return {"name": name, "struct": _hf_inner(kind)}
+    return {"name": name, "dtype": _hf_dtype(kind)}
+
+
+def _languages(counts: dict[str, int]) -> list[str]:
+    codes = set()
+    for value in counts:
+        value = value.strip().lower()
+        if re.fullmatch(r"[a-z]{2,3}", value):
+            codes.add(value)
+        elif value in LANGUAGE_CODES:
+            codes.add(LANGUAGE_CODES[value])
+    return sorted(codes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Findings: honest sentences from the metrics.
+
+
+def _compare(model: Any, baseline: Any, lower_is_better: bool) -> bool | None:
+    if not isinstance(model, (int, float)) or not isinstance(baseline, (int, float)):
+        return None
+    return model < baseline if lower_is_better else model > baseline
+
+
+def latent_findings(latent: dict[str, Any], baselines: Iterable[LatentBaseline] = LATENT_BASELINES) -> list[str]:
+    """One sentence per (model metric, baseline) pair that metrics/latent.json reports."""
+    sentences = []
+    for b in baselines:
+        if b.metric not in latent or b.baseline not in latent:
+            continue  # metrics/latent.json of this build does not report this pair
+        model, base = latent.get(b.metric), latent.get(b.baseline)
+        better = _compare(model, base, b.lower_is_better)
+        direction = "lower" if b.lower_is_better else "higher"
+        figures = f"`{b.metric}` {_number(model)} vs `{b.baseline}` {_number(base)}, {direction} is better"
+        if better is None:
+            sentences.append(f"{b.what}: not comparable ({figures}).")
+        elif better:
+            sentences.append(f"The recurrent model beats {b.against} on {b.what} ({figures}).")
+        else:
+            sentences.append(f"The recurrent model **does not beat** {b.against} on {b.what} ({figures}).")
+    return sentences
+
+
+def not_beaten(latent: dict[str, Any], baselines: Iterable[LatentBaseline] = LATENT_BASELINES
+               ) -> list[LatentBaseline]:
+    """The baselines the recurrent model fails to beat, among those metrics/latent.json reports."""
+    return [b for b in baselines
+            if _compare(latent.get(b.metric), latent.get(b.baseline), b.lower_is_better) is False]
+
+
+def judge_findings(labels: dict[str, Any]) -> list[str]:
+    sentences = []
+    judges = labels.get("judges") or {}
+    episodes = labels.get("episodes")
+    kappa, used = judges.get("fleiss_kappa"), judges.get("fleiss_n_episodes")
+    if judges.get("fleiss_n_judges"):
+        if kappa is None:
+            sentences.append(f"Fleiss' kappa over the {judges['fleiss_n_judges']} judges is undefined (on {used} "
+                             "episodes every judge judged consistently).")
+        else:
+            share = used / episodes if episodes else 0.0
+            text = (f"Fleiss' kappa over the {judges['fleiss_n_judges']} judges is {_number(kappa)}, computed on "
+                    f"{used} of {episodes} episodes ({share:.1%}): only episodes that every judge judged "
+                    "consistently count.")
+            if share < FEW_FLEISS_SHARE:
+                text += (" That is **few episodes**, and a selected subset (those where no judge's verdict flipped "
+                         "with the answer order): it describes agreement on those cases, not on the whole set.")
+            sentences.append(text)
+    rates = {name: j.get("inconsistency_rate") for name, j in (judges.get("consistency") or {}).items()}
+    rates = {k: v for k, v in rates.items() if isinstance(v, (int, float))}
+    if rates:
+        mean = sum(rates.values()) / len(rates)
+        high = sorted((k for k, v in rates.items() if v >= HIGH_INCONSISTENCY), key=lambda k: -rates[k])
+        text = f"The judges' mean position inconsistency is {mean:.1%} of their valid verdicts"
+        if high:
+            text += ("; **high judge inconsistency** (at least "
+                     f"{HIGH_INCONSISTENCY:.0%} of verdicts change when the answer order is swapped): "
+                     + ", ".join(f"{k} {rates[k]:.1%}" for k in high))
+        sentences.append(text + ". Inconsistent verdicts abstain from the consensus.")
+    consensus = labels.get("consensus") or {}
+    if consensus and episodes:
+        sentences.append(f"Consensus: {consensus.get('unknown', 0)} of {episodes} episodes are `unknown` (no "
+                         f"consistent verdict, or no judges) and {consensus.get('tie', 0)} are `tie`.")
+    rule = labels.get("rule_vs_consensus") or {}
+    if rule.get("n"):
+        sentences.append(f"The rule outcome agrees with the consensus on {_number(rule.get('accuracy'))} of "
+                         f"{rule['n']} episodes where both are known (Cohen's kappa {_number(rule.get('kappa'))}; "
+                         f"{_number(rule.get('accuracy_non_tie'))} on the {rule.get('n_non_tie')} without a tie "
+                         "consensus).")
+    llm, llm_vs = labels.get("llm"), labels.get("llm_vs_consensus")
+    if llm:
+        sentences.append(f"LLM labels: {llm.get('n_valid')} valid of {llm.get('n_labeled')} labeled (coverage "
+                         f"{_number(llm.get('coverage'))}, order consistency {_number(llm.get('consistency'))}).")
+    if llm_vs and llm_vs.get("n"):
+        sentences.append(f"The LLM outcome agrees with the consensus on {_number(llm_vs.get('accuracy'))} of "
+                         f"{llm_vs['n']} episodes (Cohen's kappa {_number(llm_vs.get('kappa'))}).")
+    return sentences
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The card.
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    summary: ReleaseSummary
+    settings: ReleaseSettings
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+
+
+def header(card: CardInputs, sources: dict[str, SourceInfo]) -> dict[str, Any]:
+    summary = card.summary
+    licences = {sources[s].hf_license for s in summary.sources}
+    meta: dict[str, Any] = {}
+    if len(licences) == 1 and None not in licences:
+        meta["license"] = licences.pop()
+    else:
+        meta["license"] = "other"
+        meta["license_name"] = "coordset-mixed-sources"  # one licence per source: see "Sources and licences"
+    meta["pretty_name"] = PRETTY_NAME
+    languages = _languages(summary.languages)
+    if languages:
+        meta["language"] = languages
+    meta["size_categories"] = [size_category(summary.rows)]
+    meta["task_categories"] = TASK_CATEGORIES
+    meta["tags"] = TAGS
+    meta["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": PARQUET}]}]
+    assert summary.schema is not None
+    meta["dataset_info"] = {
+        "features": [hf_feature(f.name, f.type) for f in summary.schema],
+        "splits": [{"name": "train", "num_examples": summary.rows}],
+    }
+    return meta
+
+
+def render_card(card: CardInputs) -> str:
+    sources = source_info(card.params)
+    summary, settings, metrics = card.summary, card.settings, card.metrics
+    assert summary.schema is not None
+    parts = ["---", yaml.safe_dump(header(card, sources), sort_keys=False, allow_unicode=True, width=100).rstrip(),
+             "---", ""]
+    add = parts.append
+
+    add(f"# {PRETTY_NAME}\n")
+    add(f"{summary.rows:,} episodes in which two or more models answer the "
+        "same multi-turn conversation, each annotated with token-level communication logs, per-turn latent states "
+        "of a low-rank recurrent coordinator and coordination outcome labels (LLM judges, rules"
+        f"{', an LLM labeler' if settings.llm_enabled else ''}). Annotation version "
+        f"`{settings.annotation_version}`; built by the `release` stage of the coordset DVC pipeline.\n")
+    add(_table(["source", "episodes"], sorted(summary.sources.items())) + "\n")
+    dates = (f"Episode dates (UTC, from the data) run from {summary.first_date} to {summary.last_date}"
+             if summary.first_date else "No episode has a timestamp")
+    add(f"{dates}; {summary.undated} episode(s) have none. Latent split: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.splits.items())) + ".\n")
+
+    add("## Files\n")
+    add(f"- `{PARQUET}`: one row per episode, sorted by `episode_id` (the fields below). "
+        "`datasets.load_dataset(\"parquet\", data_files=\"coordset.parquet\")` or `pandas.read_parquet`.")
+    add("- `coordset.jsonl`: the same episodes, one JSON object per line: `input` (the user turns), `context` "
+        "(`agents`, `responses` per agent and turn, `winner`, `token_usage` with `per_turn`, `totals` and "
+        "`communication_efficiency`, `latent_states` with `per_turn` vectors, `method`, `rank`, `split` and the "
+        "held-out `error` figures, `coordination_outcomes` with `judges`, `rule` and `llm`, each with the `method` "
+        "that made it), `output` (the consensus outcome and `coordination_success`) and `metadata` (`source`, "
+        "`licence`, `annotation_version`, `date`, ids, category, language).")
+    add("- `README.md`: this card.\n")
+
+    add("## Fields\n")
+    groups = {f.name: f.group for f in FIELDS}
+    rows = [(f"`{f.name}`", f"`{arrow_type_name(f.type)}`", groups.get(f.name, "llm"), describe(f.name))
+            for f in summary.schema]
+    add(_table(["field", "type", "group", "meaning"], rows) + "\n")
+
+    add("## How each annotation was made\n")
+    add(_tokens_section(settings, card.params))
+    add(_latent_section(settings, card.params, metrics.get("latent", {}), LATENT_BASELINES))
+    add(_judges_section(metrics.get("labels", {})))
+    add(_rules_section(settings))
+    add(_llm_section(settings, card.params))
+
+    add("## Params of this build\n")
+    relevant = {k: card.params[k] for k in PARAM_KEYS if k in card.params}
+    add("From `params.yaml`:\n\n```yaml\n" + yaml.safe_dump(relevant, sort_keys=False, allow_unicode=True).rstrip()
+        + "\n```\n")
+
+    add("## Metrics of this build\n")
+    for name in ("normalize", "enrich", "latent", "labels"):
+        data = dict(metrics.get(name) or {})
+        if name == "labels" and isinstance(data.get("judges"), dict):  # per-judge tables are in the judges section
+            data["judges"] = {k: v for k, v in data["judges"].items() if k not in ("consistency", "cohen_kappa")}
+        add(f"### metrics/{name}.json\n")
+        add(_table(["metric", "value"], ((f"`{k}`", v) for k, v in flatten(data))) + "\n")
+
+    add("## Sources and licences\n")
+    rows = []
+    for name, info in sources.items():
+        where = info.url or "data/local/"
+        if info.revision:
+            where += f" at `{info.revision}`"
+        rows.append((f"`{name}`", summary.sources.get(name, 0), info.title, where, info.licence, info.note))
+    add(_table(["source", "episodes here", "what", "where (pinned)", "licence", "notes"], rows) + "\n")
+    used = sorted(summary.sources)
+    add("This build contains " + (", ".join(f"`{s}` ({sources[s].licence})" for s in used) if used else "no source")
+        + ". Each JSON line's `metadata.licence` names its source's licence; the annotations added here follow "
+        "the licence of the episode they annotate. Judge verdicts and grades are the source's (mt_bench_repro).\n")
+
+    add("## Known limitations\n")
+    add("\n".join(f"- {s}" for s in limitations(card)) + "\n")
+    return "\n".join(parts)
+
+
+def _tokens_section(settings: ReleaseSettings, params: dict[str, Any]) -> str:
+    return (
+        "### Token accounting (enrich)\n\n"
+        f"Every message is tokenized with tiktoken `{settings.encoding}`. An agent's call at turn *t* is billed for "
+        f"the whole history it sees: every user turn so far and its own earlier replies, each with "
+        f"`tokens_per_message` = {settings.tokens_per_message} plus the role's tokens, and `tokens_per_reply` = "
+        f"{settings.tokens_per_reply} to prime the reply. `input_tokens` is that billed prompt, `output_tokens` "
+        "the completions, `avg_tokens_per_turn` = total / turns, `input_output_ratio` = input / total, "
+        "`coordination_overhead` = |out_a - out_b| / total. From `coordset/tokens.py`:\n\n"
+        + _quote(docstring("coordset.tokens")) + "\n")
+
+
+def _latent_section(settings: ReleaseSettings, params: dict[str, Any], latent: dict[str, Any],
+                    baselines: Iterable[LatentBaseline]) -> str:
+    embed = params.get("embed") or {}
+    lat = params.get("latent") or {}
+    text = (
+        "### Embeddings and latent states (embed, latent)\n\n"
+        f"Every distinct message text is embedded once with sentence-transformers `{settings.embed_model}` "
+        f"(long texts: `{embed.get('long_text')}`, backend `{embed.get('backend')}`). The recurrent coordinator "
+        f"(`latent.cell` = `{settings.cell}`, state width `rank` = {settings.rank}) reads each episode's messages in "
+        "order (user, agent 1, agent 2, user, ...) and from its state reconstructs the current message embedding "
+        "and predicts the next; `latent_per_turn` is its state after each turn's last agent message. It is trained "
+        f"for {lat.get('epochs')} epochs (learning rate {lat.get('learning_rate')}, weight decay "
+        f"{lat.get('weight_decay')}, seed {lat.get('seed')}) on the training questions; "
+        f"{_share(lat.get('holdout_fraction'))} of the questions are held out, and every figure below is measured "
+        "on them. Why this cell, from `coordset/latent.py`:\n\n"
+        + _quote(docstring("coordset.latent")) + "\n\n"
+        "Held-out results (metrics/latent.json):\n\n"
+    )
+    findings = latent_findings(latent, baselines)
+    text += "\n".join(f"- {s}" for s in findings) if findings else "- metrics/latent.json reports no comparison."
+    return text + "\n"
+
+
+def _judges_section(labels: dict[str, Any]) -> str:
+    judges = labels.get("judges") or {}
+    text = (
+        "### Imported LLM judges and their consensus (label)\n\n"
+        "Each judge compared the two answers in both orders (AB and BA). From `coordset/verdicts.py`:\n\n"
+        + _quote(docstring("coordset.verdicts")) + "\n\n"
+        "How the consensus is made (`coordset/judges.py`, `episode_consensus`):\n\n"
+        + _quote(docstring("coordset.judges", "episode_consensus")) + "\n\n"
+    )
+    text += "\n".join(f"- {s}" for s in judge_findings(labels)) + "\n"
+    consistency = judges.get("consistency") or {}
+    if consistency:
+        text += "\nPer judge (all verdicts):\n\n" + _table(
+            ["judge", "judge_id", "verdicts", "valid", "unparsed", "inconsistent", "inconsistency rate"],
+            [(k, v.get("judge_id"), v.get("n_verdicts"), v.get("n_valid"), v.get("n_error"), v.get("n_inconsistent"),
+              v.get("inconsistency_rate")) for k, v in sorted(consistency.items())]) + "\n"
+    cohen = judges.get("cohen_kappa") or {}
+    if cohen:
+        rows = [(a, b, v.get("kappa"), v.get("n_episodes")) for a, row in sorted(cohen.items())
+                for b, v in sorted(row.items())]
+        text += ("\nCohen's kappa for every pair of judges, on the episodes both judged consistently:\n\n"
+                 + _table(["judge", "judge", "kappa", "episodes"], rows) + "\n")
+    return text
+
+
+def _rules_section(settings: ReleaseSettings) -> str:
+    t = settings.thresholds
+    rows = [("coordination_overhead", t.coordination_overhead, "success needs overhead strictly below it"),
+            ("agreement_low", t.agreement_low, "similarity below it: `low`"),
+            ("agreement_high", t.agreement_high, "similarity at or above it: `high`"),
+            ("agreement_drop", t.agreement_drop, "event when similarity falls by more than it"),
+            ("length_ratio", t.length_ratio, "event when the longest reply has at least this many times the tokens")]
+    return ("### Rule labels (label)\n\nThresholds used (`thresholds` in params.yaml):\n\n"
+            + _table(["threshold", "value", "rule"], rows) + "\n\nFrom `coordset/rule_labels.py`:\n\n"
+            + _quote(docstring("coordset.rule_labels")) + "\n")
+
+
+def _llm_section(settings: ReleaseSettings, params: dict[str, Any]) -> str:
+    if not settings.llm_enabled:
+        return ("### LLM-assisted labels\n\nNot enabled in this build (`label.llm.enabled: false`): there are no "
+                "`llm_*` columns and every JSON line has `coordination_outcomes.llm: null`.\n")
+    llm = ((params.get("label") or {}).get("llm")) or {}
+    return (f"### LLM-assisted labels (label)\n\nModel `{settings.llm_model}` (any OpenAI-compatible endpoint), "
+            f"temperature {llm.get('temperature')}, at most {llm.get('max_calls')} calls, episodes: "
+            f"{llm.get('max_episodes') or 'all'}. From `coordset/llm_labels.py`:\n\n"
+            + _quote(docstring("coordset.llm_labels")) + "\n")
+
+
+def limitations(card: CardInputs) -> list[str]:
+    summary, metrics = card.summary, card.metrics
+    latent, labels = metrics.get("latent", {}), metrics.get("labels", {})
+    items = []
+    beaten = not_beaten(latent)
+    if beaten:
+        grouped: dict[str, list[str]] = {}
+        for b in beaten:
+            grouped.setdefault(b.against, []).append(b.what)
+        items.append("The latent states are a **negative result** in this build: the recurrent model does not beat "
+                     + "; ".join(f"{against} ({', '.join(whats)})" for against, whats in grouped.items())
+                     + ". Use them as a compact trace of the conversation, not as a model that reads it better than "
+                     "those baselines.")
+    items += [s for s in judge_findings(labels) if "**" in s]
+    items.append("The agents never talk to each other: in every shipped source each model answers the same user "
+                 "turns independently, so agreement and coordination labels compare independent answers, and "
+                 "`billed_prompt_tokens` assumes each agent sees only its own earlier replies.")
+    items.append(f"Token counts use one tokenizer (`{card.settings.encoding}`) for every model, not each model's "
+                 "own: they approximate what each provider would bill.")
+    judges = sorted((labels.get("judges") or {}).get("consistency") or {})
+    if judges:
+        items.append(f"The judges are LLMs ({', '.join(judges)}) with position bias; the consensus is the majority of "
+                     "their consistent verdicts, not a human label.")
+    items.append("`efficiency_score` and `rule_outcome` exist only where a source has 1-10 grades (mt_bench_repro); "
+                 "elsewhere they are null and `unknown`.")
+    if summary.undated:
+        items.append(f"{summary.undated} episode(s) have no timestamp, so no `date`.")
+    if summary.first_date:
+        items.append("`date` is when the source recorded the answers (mt_bench_repro: the reproduction run's answer "
+                     "timestamps), not when the questions were written.")
+    skipped = (metrics.get("normalize") or {}).get("skipped_total")
+    if skipped:
+        items.append(f"{skipped} source record(s) were skipped by normalize (`normalize.on_bad_record: skip`); "
+                     "see metrics/normalize.json for the reasons.")
+    if summary.rows and set(summary.sources) <= {"mt_bench_repro", "fastchat_mt_bench"}:
+        items.append("MT-Bench has only 80 questions (8 categories): episodes of the same question share their user "
+                     "turns, so rows are not independent; split by `question_id` (as the latent split does).")
+    if "fastchat_mt_bench" in summary.sources:
+        items.append("fastchat_mt_bench episodes have no judges and no human vote: their outcome is `unknown`.")
+    if "chatbot_arena" in summary.sources:
+        items.append("chatbot_arena conversations may be unsafe or offensive and their model outputs are "
+                     "CC-BY-NC-4.0 (non-commercial).")
+    return items

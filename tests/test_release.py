@@ -1,0 +1,429 @@
+"""release: the published Parquet, JSONL and dataset card, built from small synthetic inputs in a tmp project."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from coordset.dataset_card import docstring, hf_feature, latent_findings, not_beaten, size_category
+from coordset.errors import CoordsetError, ParamError
+from coordset.release import (
+    EpisodeJoiner,
+    read_inputs,
+    release_settings,
+    write_release,
+)
+from schemas import check
+from schemas.release import FIELD_NAMES, FIELDS, arrow_schema, release_schema
+from tests.helpers import REPO, repo_params
+
+RANK = 4
+MODELS = ("alpha", "beta", "gamma")
+QUESTIONS = ("81", "82", "83")
+JUDGES = ("judge-one", "judge-two")
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+# The recurrent model loses to both baselines here, as at the default build's rank 8.
+LATENT_METRICS = {"rank": RANK, "cell": "gru", "reconstruction_error": 0.0023, "pca_reconstruction_error": 0.0022,
+                  "explained_variance": 0.08, "pca_explained_variance": 0.12, "next_step_error": 0.0024,
+                  "next_step_error_no_memory": 0.0021, "probe_accuracy": 0.46, "probe_majority_rate": 0.49,
+                  "heldout_episodes": 3, "compression_ratio": 100.0, "some_future_metric": 1.5}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _episode_id(question: str, pair: tuple[str, str]) -> str:
+    return f"mt_bench_repro/en/{question}/{pair[0]}__{pair[1]}"
+
+
+def build_inputs(root: Path, *, llm: bool = False) -> dict[str, pd.DataFrame]:
+    """Every input of the release stage for 3 questions x 3 model pairs x 2 turns, consistent across tables."""
+    episodes, messages, turns, usage, latent, labels, turn_labels, verdicts = ([] for _ in range(8))
+    rng = np.random.default_rng(0)
+    for q_index, question in enumerate(QUESTIONS):
+        for pair in itertools.combinations(MODELS, 2):
+            eid = _episode_id(question, pair)
+            dated = not (question == "83" and pair == ("beta", "gamma"))  # one episode without timestamps
+            start = T0 + 3600 * q_index if dated else None
+            end = start + 86_400 if dated else None  # the latest timestamp is one day later: 2023-11-15 (q 81)
+            winner = pair[1]
+            episodes.append({"episode_id": eid, "source": "mt_bench_repro", "question_id": question,
+                             "category": "writing", "language": "en", "agent_models": list(pair), "n_agents": 2,
+                             "n_turns": 2, "winner": winner, "winner_source": "judge_majority",
+                             "tstamp_start": start, "tstamp_end": end})
+            position = 0
+            completion = {m: 0 for m in pair}
+            for turn in (1, 2):
+                user = f"Question {question} turn {turn}"
+                messages.append({"episode_id": eid, "turn": turn, "position": position, "role": "user",
+                                 "agent_model": None, "text": user, "text_sha256": _sha(user), "n_chars": len(user),
+                                 "tstamp": None})
+                position += 1
+                for k, model in enumerate(pair):
+                    reply = f"{model} answers {question}/{turn} ünïcode"
+                    messages.append({"episode_id": eid, "turn": turn, "position": position, "role": "agent",
+                                     "agent_model": model, "text": reply, "text_sha256": _sha(reply),
+                                     "n_chars": len(reply), "tstamp": end if k else start})
+                    position += 1
+                    tokens = 10 * turn + 5 * k
+                    completion[model] += tokens
+                    turns.append({"episode_id": eid, "turn": turn, "agent_model": model, "user_tokens": 4,
+                                  "completion_tokens": tokens, "billed_prompt_tokens": 7 + 20 * (turn - 1)})
+                latent.append({"episode_id": eid, "turn": turn, "split": "heldout" if question == "83" else "train",
+                               "latent": rng.normal(size=RANK).astype(np.float32)})
+                similarity = 0.9 if turn == 1 else 0.6
+                turn_labels.append({"episode_id": eid, "turn": turn, "agent_similarity": similarity,
+                                    "agreement_level": "high" if turn == 1 else "medium",
+                                    "agreement_drop": turn == 2, "length_imbalance": False})
+            out = sum(completion.values())
+            billed = 2 * (7 + 27)
+            usage.append({"episode_id": eid, "n_turns": 2, "n_agents": 2, "user_tokens": 8, "completion_tokens": out,
+                          "billed_prompt_tokens": billed, "input_tokens": billed, "output_tokens": out,
+                          "total_tokens": billed + out, "completion_tokens_by_agent": [completion[m] for m in pair],
+                          "avg_tokens_per_turn": (billed + out) / 2, "input_output_ratio": billed / (billed + out),
+                          "coordination_overhead": abs(completion[pair[0]] - completion[pair[1]]) / (billed + out)})
+            for judge in JUDGES:
+                verdicts.append({"episode_id": eid, "judge_id": judge, "judge_name": judge.upper(), "turn": 2,
+                                 "model_a": pair[0], "model_b": pair[1], "winner_ab": "B", "winner_ba": "A",
+                                 "verdict": winner, "verdict_category": "agent_2"})
+            labels.append({"episode_id": eid, "source": "mt_bench_repro", "consensus": winner,
+                           "consensus_category": "agent_2", "consensus_source": "judge_majority", "n_judges": 2,
+                           "n_consistent_judges": 2, "rule_outcome": winner, "rule_outcome_category": "agent_2",
+                           "coordination_success": True, "coordination_overhead": usage[-1]["coordination_overhead"],
+                           "agent_grades": [7.0, 8.5], "mean_grade": 7.75, "efficiency_score": 7.75 / (out / 1000),
+                           "mean_agent_similarity": 0.75, "n_agreement_drops": 1, "n_length_imbalances": 0})
+    labels_frame = pd.DataFrame(labels)
+    if llm:
+        labels_frame["llm_status"] = "valid"
+        labels_frame["llm_valid"] = True
+        labels_frame["llm_preferred"] = [e["winner"] for e in episodes]
+        labels_frame["llm_consistent"] = pd.array([True] * len(labels_frame), dtype="boolean")
+        labels_frame["llm_success_score"] = 7.5
+        labels_frame.loc[0, ["llm_status", "llm_preferred", "llm_success_score"]] = [None, None, None]
+    tables = {
+        "data/normalized/episodes.parquet": pd.DataFrame(episodes),
+        "data/normalized/messages.parquet": pd.DataFrame(messages),
+        "data/enriched/turns.parquet": pd.DataFrame(turns),
+        "data/enriched/episodes.parquet": pd.DataFrame(usage),
+        "data/latent/latent_states.parquet": pd.DataFrame(latent),
+        "data/labels/episode_labels.parquet": labels_frame,
+        "data/labels/turn_labels.parquet": pd.DataFrame(turn_labels),
+        "data/labels/judge_episode_verdicts.parquet": pd.DataFrame(verdicts),
+    }
+    for rel, frame in tables.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(root / rel, index=False)
+    n = len(episodes)
+    metrics = {
+        "normalize": {"episodes": n, "on_bad_record": "stop", "skipped_records": {}, "skipped_total": 0},
+        "enrich": {"overall": {"episodes": n, "turns": 2 * n}},
+        "latent": LATENT_METRICS,
+        "labels": {"episodes": n, "consensus": {"agent_2": n},
+                   "judges": {"fleiss_kappa": 1.0, "fleiss_n_episodes": 1, "fleiss_n_judges": 2,
+                              "fleiss_categories": ["agent_2"],
+                              "consistency": {j.upper(): {"judge_id": j, "n_verdicts": n, "n_valid": n, "n_error": 0,
+                                                          "n_inconsistent": 4, "inconsistency_rate": 4 / n}
+                                              for j in JUDGES},
+                              "cohen_kappa": {}},
+                   "llm": None, "llm_vs_consensus": None},
+    }
+    for name, data in metrics.items():
+        (root / "metrics").mkdir(exist_ok=True)
+        (root / "metrics" / f"{name}.json").write_text(json.dumps(data))
+    params = repo_params(rank=RANK, **{"label.llm.enabled": llm, "release.annotation_version": "9.8.7"})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tables
+
+
+def run_stage(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stages.release"], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("release")
+    build_inputs(project)
+    result = run_stage(project)
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+def _lines(project: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (project / "data/release/coordset.jsonl").read_text().splitlines()]
+
+
+def _header(card: str) -> dict[str, Any]:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def _settings(project: Path) -> Any:
+    return release_settings(yaml.safe_load((project / "params.yaml").read_text()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_parquet_has_every_field_one_sorted_row_per_episode(built: Path) -> None:
+    path = built / "data/release/coordset.parquet"
+    frame = pd.read_parquet(path)
+    assert list(frame.columns) == list(FIELD_NAMES)
+    assert len(frame) == 9 and frame["episode_id"].is_monotonic_increasing and frame["episode_id"].is_unique
+    assert pq.read_schema(path).remove_metadata().equals(arrow_schema())
+    row = frame.set_index("episode_id").loc[_episode_id("81", ("alpha", "gamma"))]
+    assert list(row["user_turns"]) == ["Question 81 turn 1", "Question 81 turn 2"]
+    assert [list(r) for r in row["responses"]] == [["alpha answers 81/1 ünïcode", "alpha answers 81/2 ünïcode"],
+                                                   ["gamma answers 81/1 ünïcode", "gamma answers 81/2 ünïcode"]]
+    assert [len(v) for v in row["latent_per_turn"]] == [RANK, RANK]
+    assert row["latent_per_turn"][0].dtype == np.float32
+    assert [v["judge_id"] for v in row["judge_verdicts"]] == list(JUDGES)
+    assert [(e["turn"], e["event"]) for e in row["events"]] == [(2, "agreement_drop")]
+    assert list(row["agreement_level_per_turn"]) == ["high", "medium"]
+    assert [(t["turn"], t["agent"]) for t in row["token_usage_per_turn"]] == [
+        (1, "alpha"), (1, "gamma"), (2, "alpha"), (2, "gamma")]
+    assert row["total_tokens"] == row["input_tokens"] + row["output_tokens"]
+    assert row["date"] == "2023-11-15" and row["latent_split"] == "train"
+
+
+def test_jsonl_rows_carry_every_key_of_the_seed_shape(built: Path) -> None:
+    lines = _lines(built)
+    assert [r["metadata"]["episode_id"] for r in lines] == sorted(r["metadata"]["episode_id"] for r in lines)
+    assert len(lines) == 9
+    for record in lines:
+        assert set(record) >= {"input", "context", "output", "metadata"}
+        context = record["context"]
+        assert set(context) >= {"agents", "responses", "winner", "token_usage", "latent_states",
+                                "coordination_outcomes"}
+        assert set(context["token_usage"]) >= {"per_turn", "totals", "communication_efficiency"}
+        assert set(context["token_usage"]["communication_efficiency"]) == {
+            "avg_tokens_per_turn", "input_output_ratio", "coordination_overhead"}
+        latent = context["latent_states"]
+        assert set(latent) >= {"per_turn", "method", "rank", "split", "error"}
+        assert latent["rank"] == RANK and latent["method"] == "gru"
+        assert [len(step["vector"]) for step in latent["per_turn"]] == [RANK, RANK]
+        assert latent["error"]["reconstruction_error"] == LATENT_METRICS["reconstruction_error"]
+        outcomes = context["coordination_outcomes"]
+        assert set(outcomes) >= {"judges", "rule", "llm"} and outcomes["llm"] is None
+        assert all(outcomes[k]["method"] for k in ("judges", "rule"))
+        assert outcomes["rule"]["thresholds"]["coordination_overhead"] == 0.25
+        assert len(outcomes["judges"]["verdicts"]) == 2
+        assert set(record["output"]) >= {"outcome", "coordination_success"}
+        meta = record["metadata"]
+        assert set(meta) >= {"source", "annotation_version", "date"} and ("licence" in meta or "license" in meta)
+        assert meta["annotation_version"] == "9.8.7" and meta["licence"] == "Apache-2.0"
+        assert record["input"] == [f"Question {meta['question_id']} turn {t}" for t in (1, 2)]
+        assert list(context["responses"]) == context["agents"]
+
+
+def test_latent_vectors_in_jsonl_are_the_parquet_float32_values(built: Path) -> None:
+    frame = pd.read_parquet(built / "data/release/coordset.parquet")
+    for record, vectors in zip(_lines(built), frame["latent_per_turn"], strict=True):
+        written = [np.asarray(step["vector"], dtype=np.float32) for step in record["context"]["latent_states"]
+                   ["per_turn"]]
+        assert all(np.array_equal(a, b) for a, b in zip(written, vectors, strict=True))
+
+
+def test_date_comes_from_the_data_and_bytes_repeat_across_runs(built: Path) -> None:
+    by_id = {r["metadata"]["episode_id"]: r["metadata"]["date"] for r in _lines(built)}
+    latest = T0 + 86_400
+    assert by_id[_episode_id("81", ("alpha", "beta"))] == dt.datetime.fromtimestamp(latest, dt.UTC).date().isoformat()
+    assert by_id[_episode_id("83", ("beta", "gamma"))] is None
+    before = {p.name: p.read_bytes() for p in (built / "data/release").iterdir()}
+    assert set(before) == {"coordset.parquet", "coordset.jsonl", "README.md"}
+    time.sleep(1.1)  # a later run, in another time zone
+    result = run_stage(built, TZ="Pacific/Kiritimati")
+    assert result.returncode == 0, result.stderr
+    assert {p.name: p.read_bytes() for p in (built / "data/release").iterdir()} == before
+    assert not list((built / "data/release").glob(".*.tmp"))
+
+
+def test_card_describes_every_column_and_reports_the_baselines_honestly(built: Path) -> None:
+    card = (built / "data/release/README.md").read_text()
+    header = _header(card)
+    columns = pq.read_schema(built / "data/release/coordset.parquet").names
+    assert [f["name"] for f in header["dataset_info"]["features"]] == columns
+    assert header["license"] == "apache-2.0" and header["language"] == ["en"]
+    assert header["size_categories"] == ["n<1K"]
+    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train",
+                                                                            "path": "coordset.parquet"}]}]
+    fields = card.split("## Fields", 1)[1].split("\n## ", 1)[0]
+    for column in columns:
+        assert f"| `{column}` |" in fields, column
+    assert "**does not beat** a PCA of the same rank" in card
+    assert "**does not beat** the no-memory baseline" in card
+    assert "next_step_error_no_memory_same_rank" not in card  # not in this build's metrics: no sentence invented
+    assert "`some_future_metric` | 1.5" in card  # extra metric keys are reported as they are
+    assert "computed on 1 of 9 episodes" in card and "**few episodes**" in card
+    assert "b3b827d39249feebeb859ddc1cb41a24ff2b92fe" in card and "edacaa5bd955893e72a7e6f0899d8301fd5ae492" in card
+    assert "CC-BY-NC-4.0" in card
+    assert "thresholds" in card and "| agreement_high | 0.8 |" in card
+    why = docstring("coordset.latent")
+    assert why and all(f"> {line}".rstrip() in card for line in why.splitlines())  # quotes why this cell
+
+
+def test_missing_input_stops_naming_the_file(built: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(built, project)
+    shutil.rmtree(project / "data/release")
+    (project / "data/latent/latent_states.parquet").unlink()
+    result = run_stage(project)
+    assert result.returncode == 2
+    assert "data/latent/latent_states.parquet" in result.stderr and "not found" in result.stderr
+    assert not (project / "data/release").exists()
+
+
+@pytest.mark.parametrize(("rel", "change", "message"), [
+    ("data/labels/turn_labels.parquet", "extra_episode", "not in data/normalized/episodes.parquet"),
+    ("data/enriched/episodes.parquet", "drop_first", "no rows for 1 episode"),
+    ("data/latent/latent_states.parquet", "drop_first", "has 1 turn rows, expected 2"),
+    ("data/normalized/messages.parquet", "drop_agent", "agent messages, expected 4"),
+])
+def test_inputs_that_do_not_match_the_episodes_are_refused(tmp_path: Path, rel: str, change: str,
+                                                           message: str) -> None:
+    tables = build_inputs(tmp_path)
+    frame = tables[rel]
+    if change == "extra_episode":
+        extra = frame.iloc[[0]].assign(episode_id="mt_bench_repro/en/99/alpha__beta")
+        frame = pd.concat([frame, extra], ignore_index=True)
+    elif change == "drop_first":
+        frame = frame.iloc[1:]
+    else:
+        frame = frame.drop(index=frame.index[frame["role"] == "agent"][0])
+    frame.to_parquet(tmp_path / rel, index=False)
+    with pytest.raises(CoordsetError) as err:
+        read_inputs(_settings(tmp_path), tmp_path)
+    assert rel in str(err.value) and message in str(err.value)
+
+
+def test_latent_built_at_another_rank_is_refused(tmp_path: Path) -> None:
+    build_inputs(tmp_path)
+    params = repo_params(rank=RANK + 1)
+    with pytest.raises(CoordsetError, match=r"latent_states.parquet: latent vectors have length \[4\] but params.yaml "
+                                            r"'rank' is 5"):
+        read_inputs(release_settings(params), tmp_path)
+
+
+def test_bad_annotation_version_is_refused_naming_the_key() -> None:
+    with pytest.raises(ParamError, match="release.annotation_version"):
+        release_settings(repo_params(**{"release.annotation_version": ""}))
+    with pytest.raises(ParamError, match="release.annotation_version"):
+        release_settings(repo_params(**{"release.annotation_version": 1.0}))
+
+
+def _frame(project: Path) -> pd.DataFrame:
+    inputs = read_inputs(_settings(project), project)
+    return next(EpisodeJoiner(inputs).chunks())
+
+
+@pytest.mark.parametrize(("column", "breakage", "message"), [
+    ("latent_per_turn", lambda v: [v[0], v[1][:-1]], "latent_per_turn holds vectors of 4 finite float32"),
+    ("latent_per_turn", lambda v: [v[0], np.full(RANK, np.nan, np.float32)], "finite float32"),
+    ("user_turns", lambda v: v[:1], "per-turn lists have n_turns entries"),
+    ("agreement_level_per_turn", lambda v: ["high", "sky-high"], "agreement_level_per_turn values"),
+    ("events", lambda v: [{"turn": 1, "event": "explosion"}], "events rows"),
+    ("consensus_category", lambda v: "agent_one", "consensus_category"),
+])
+def test_schema_rejects_a_broken_row(tmp_path: Path, column: str, breakage: Any, message: str) -> None:
+    build_inputs(tmp_path)
+    frame = _frame(tmp_path)
+    check(frame, release_schema(RANK), "data/release/coordset.parquet")  # the unbroken frame passes
+    frame.at[3, column] = breakage(frame.at[3, column])
+    with pytest.raises(CoordsetError) as err:
+        check(frame, release_schema(RANK), "data/release/coordset.parquet")
+    text = str(err.value)
+    assert "data/release/coordset.parquet" in text and message in text
+
+
+def test_schema_rejects_unsorted_rows(tmp_path: Path) -> None:
+    build_inputs(tmp_path)
+    frame = _frame(tmp_path).iloc[::-1].reset_index(drop=True)
+    with pytest.raises(CoordsetError, match="rows sorted by episode_id"):
+        check(frame, release_schema(RANK), "data/release/coordset.parquet")
+
+
+def test_schema_and_fields_are_one_list() -> None:
+    columns = [c for c in release_schema(RANK).columns if not c.startswith("^")]
+    assert tuple(columns) == FIELD_NAMES
+    assert all(f.description.strip() for f in FIELDS)
+
+
+def test_llm_labels_are_released_when_enabled(tmp_path: Path) -> None:
+    build_inputs(tmp_path, llm=True)
+    settings = _settings(tmp_path)
+    summary = write_release(read_inputs(settings, tmp_path), settings, tmp_path / "out", chunk_size=4)
+    frame = pd.read_parquet(tmp_path / "out/coordset.parquet")
+    llm_columns = ["llm_consistent", "llm_preferred", "llm_status", "llm_success_score", "llm_valid"]
+    assert list(frame.columns) == list(FIELD_NAMES) + llm_columns and summary.rows == 9
+    assert pq.ParquetFile(tmp_path / "out/coordset.parquet").num_row_groups == 3  # chunks of 4, 4 and 1
+    assert frame["llm_status"].isna().sum() == 1 and frame["llm_consistent"].all()
+    lines = [json.loads(x) for x in (tmp_path / "out/coordset.jsonl").read_text().splitlines()]
+    llm = lines[1]["context"]["coordination_outcomes"]["llm"]
+    assert llm["model"] == "gpt-4o-mini" and llm["preferred"] == lines[1]["context"]["winner"]
+    assert llm["consistent"] is True and llm["success_score"] == 7.5
+    assert lines[0]["context"]["coordination_outcomes"]["llm"]["status"] is None
+
+
+def test_llm_enabled_without_llm_labels_is_a_stale_build(tmp_path: Path) -> None:
+    build_inputs(tmp_path)
+    params = repo_params(rank=RANK, **{"label.llm.enabled": True})
+    with pytest.raises(CoordsetError, match="episode_labels.parquet: label.llm is enabled .* has no llm_ columns"):
+        read_inputs(release_settings(params), tmp_path)
+
+
+def test_latent_findings_follow_the_numbers() -> None:
+    worse = latent_findings({"reconstruction_error": 0.3, "pca_reconstruction_error": 0.2})
+    assert len(worse) == 1 and "**does not beat**" in worse[0]
+    better = latent_findings({"reconstruction_error": 0.1, "pca_reconstruction_error": 0.2,
+                              "probe_accuracy": 0.7, "probe_majority_rate": 0.5})
+    assert len(better) == 2 and not any("does not beat" in s for s in better)
+    assert [b.baseline for b in not_beaten({"next_step_error": 0.2, "next_step_error_no_memory": 0.2})] == [
+        "next_step_error_no_memory"]  # a tie is not a win
+    assert latent_findings({"reconstruction_error": 0.1}) == []  # no baseline reported: no claim
+
+
+@pytest.mark.parametrize(("n", "label"), [(0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (1_200, "1K<n<10K"),
+                                          (37_200, "10K<n<100K"), (100_000, "100K<n<1M")])
+def test_size_category(n: int, label: str) -> None:
+    assert size_category(n) == label
+
+
+def test_hub_features_of_nested_types() -> None:
+    types = {f.name: f.type for f in FIELDS}
+    assert hf_feature("latent_per_turn", types["latent_per_turn"]) == {
+        "name": "latent_per_turn", "list": {"list": "float32"}}
+    assert hf_feature("events", types["events"]) == {
+        "name": "events", "list": [{"name": "turn", "dtype": "int64"}, {"name": "event", "dtype": "string"}]}
+    assert hf_feature("mean_grade", types["mean_grade"]) == {"name": "mean_grade", "dtype": "float64"}
+
+
+def test_a_failed_card_replaces_no_file(tmp_path: Path) -> None:
+    build_inputs(tmp_path)
+    settings = _settings(tmp_path)
+    inputs = read_inputs(settings, tmp_path)
+    write_release(inputs, settings, tmp_path / "out", render_card=lambda summary: f"{summary.rows} rows\n")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    inputs.episode_labels.loc[:, "mean_grade"] = 9.0  # a different release ...
+
+    def broken(summary: Any) -> str:
+        raise RuntimeError("card failed")
+
+    with pytest.raises(RuntimeError, match="card failed"):  # ... whose card fails to render
+        write_release(inputs, settings, tmp_path / "out", render_card=broken)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
