@@ -30,6 +30,26 @@ def test_default_source_counts(built: Path) -> None:
     assert len(episodes) == 1200
 
 
+def test_release_has_every_episode_in_both_shapes(built: Path) -> None:
+    import json
+
+    release = pd.read_parquet(built / "data/release/coordset.parquet")
+    assert len(release) == 1200 and release["episode_id"].is_unique
+    assert {"token_usage_per_turn", "latent_per_turn", "consensus", "coordination_success"} <= set(release.columns)
+    with open(built / "data/release/coordset.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    assert len(rows) == 1200
+    first = rows[0]
+    assert set(first) == {"input", "context", "output", "metadata"}
+    assert {"agents", "responses", "winner", "token_usage", "latent_states", "coordination_outcomes"} <= set(
+        first["context"])
+    assert {"per_turn", "totals", "communication_efficiency"} <= set(first["context"]["token_usage"])
+    assert len(first["context"]["latent_states"]["per_turn"][0]) == first["context"]["latent_states"]["rank"] == 8
+    assert {"source", "annotation_version", "date"} <= set(first["metadata"])
+    card = (built / "data/release/README.md").read_text()
+    assert card.startswith("---\n") and "license:" in card
+
+
 def test_second_repro_does_nothing(built: Path) -> None:
     result = dvc(built, "repro")
     assert "Running stage" not in result.stdout
