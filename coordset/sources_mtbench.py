@@ -7,7 +7,7 @@ the same two user turns independently.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +17,59 @@ from coordset.verdicts import UNKNOWN, majority_verdict, pair_verdict
 VERDICT_LETTERS = ("A", "B", "tie", "error")
 
 
+def each_record(paths: list[Path], skips: SkipLog, source: str, parse: Callable[[str, dict[str, Any]], None]
+                ) -> None:
+    """Call ``parse(where, record)`` on every record; a bad one stops the run or is skipped and counted."""
+    for path in paths:
+        for lineno, record in read_jsonl(path):
+            try:
+                if isinstance(record, BadRecord):
+                    raise record
+                parse(f"{path}, line {lineno}", record)
+            except BadRecord as exc:
+                skips.handle(source, exc)
+
+
 def episode_id(source: str, language: str, question_id: str, models: list[str]) -> str:
     return f"{source}/{language}/{question_id}/" + "__".join(sorted(models))
 
 
 def read_questions(path: Path, skips: SkipLog, source: str) -> dict[str, dict[str, Any]]:
     questions: dict[str, dict[str, Any]] = {}
-    for lineno, record in read_jsonl(path):
-        try:
-            if isinstance(record, BadRecord):
-                raise record
-            where = f"{path}, line {lineno}"
-            qid = str(require(record, "question_id", (int, str), where))
-            turns = require(record, "turns", list, where)
-            if not turns:
-                raise BadRecord(where, "empty conversation: 'turns' is empty", "empty_conversation")
-            if qid in questions:
-                raise BadRecord(where, f"duplicate question_id {qid}", "duplicate_id")
-            category = record.get("category")
-            questions[qid] = {"turns": turns, "category": category if isinstance(category, str) else None}
-        except BadRecord as exc:
-            skips.handle(source, exc)
+
+    def parse(where: str, record: dict[str, Any]) -> None:
+        qid = str(require(record, "question_id", (int, str), where))
+        turns = require(record, "turns", list, where)
+        if not turns:
+            raise BadRecord(where, "empty conversation: 'turns' is empty", "empty_conversation")
+        if qid in questions:
+            raise BadRecord(where, f"duplicate question_id {qid}", "duplicate_id")
+        category = record.get("category")
+        questions[qid] = {"turns": turns, "category": category if isinstance(category, str) else None}
+
+    each_record([path], skips, source, parse)
     return questions
 
 
 def read_answers(paths: list[Path], skips: SkipLog, source: str) -> dict[str, dict[str, dict[str, Any]]]:
     """{model: {question_id: {"turns": [...], "tstamp": float | None, "where": str}}}."""
     answers: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in paths:
-        for lineno, record in read_jsonl(path):
-            try:
-                if isinstance(record, BadRecord):
-                    raise record
-                where = f"{path}, line {lineno}"
-                qid = str(require(record, "question_id", (int, str), where))
-                model = require(record, "model_id", str, where)
-                choices = require(record, "choices", list, where)
-                if not choices or not isinstance(choices[0], dict):
-                    raise BadRecord(where, "field 'choices' has no answer", "missing_reply")
-                turns = require(choices[0], "turns", list, where + ", choices[0]")
-                tstamp = record.get("tstamp")
-                per_model = answers.setdefault(model, {})
-                if qid in per_model:
-                    raise BadRecord(where, f"duplicate answer of {model!r} to question {qid}", "duplicate_id")
-                per_model[qid] = {"turns": turns, "where": where,
-                                  "tstamp": float(tstamp) if isinstance(tstamp, (int, float)) else None}
-            except BadRecord as exc:
-                skips.handle(source, exc)
+
+    def parse(where: str, record: dict[str, Any]) -> None:
+        qid = str(require(record, "question_id", (int, str), where))
+        model = require(record, "model_id", str, where)
+        choices = require(record, "choices", list, where)
+        if not choices or not isinstance(choices[0], dict):
+            raise BadRecord(where, "field 'choices' has no answer", "missing_reply")
+        turns = require(choices[0], "turns", list, where + ", choices[0]")
+        tstamp = record.get("tstamp")
+        per_model = answers.setdefault(model, {})
+        if qid in per_model:
+            raise BadRecord(where, f"duplicate answer of {model!r} to question {qid}", "duplicate_id")
+        per_model[qid] = {"turns": turns, "where": where,
+                          "tstamp": float(tstamp) if isinstance(tstamp, (int, float)) else None}
+
+    each_record(paths, skips, source, parse)
     return answers
 
 
@@ -102,36 +108,30 @@ def read_pairwise_verdicts(paths: list[Path], skips: SkipLog, source: str, langu
                            episode_ids: set[str]) -> list[dict[str, Any]]:
     """Judge verdict rows keyed to episodes by the unordered model pair."""
     rows: list[dict[str, Any]] = []
-    for path in paths:
-        for lineno, record in read_jsonl(path):
-            try:
-                if isinstance(record, BadRecord):
-                    raise record
-                where = f"{path}, line {lineno}"
-                qid = str(require(record, "question_id", (int, str), where))
-                model_a = require(record, "model_a", str, where)
-                model_b = require(record, "model_b", str, where)
-                judge = require(record, "judge_id", str, where)
-                ab = require(record, "winner_ab", str, where)
-                ba = require(record, "winner_ba", str, where)
-                for key, value in (("winner_ab", ab), ("winner_ba", ba)):
-                    if value not in VERDICT_LETTERS:
-                        raise BadRecord(where, f"field '{key}' must be one of {VERDICT_LETTERS}, got {value!r}",
-                                        "bad_value")
-                eid = episode_id(source, language, qid, [model_a, model_b])
-                if eid not in episode_ids:
-                    raise BadRecord(where, f"verdict for question {qid} and pair ({model_a}, {model_b}) "
-                                           "matches no episode", "orphan_verdict")
-                tstamp = record.get("tstamp")
-                turn = record.get("turn", 1)
-                rows.append({
-                    "episode_id": eid, "judge_id": judge, "question_id": qid, "model_a": model_a,
-                    "model_b": model_b, "winner_ab": ab, "winner_ba": ba,
-                    "winner": str(record.get("winner", "")), "turn": int(turn) if isinstance(turn, int) else 1,
-                    "tstamp": float(tstamp) if isinstance(tstamp, (int, float)) else None,
-                })
-            except BadRecord as exc:
-                skips.handle(source, exc)
+
+    def parse(where: str, record: dict[str, Any]) -> None:
+        qid = str(require(record, "question_id", (int, str), where))
+        model_a = require(record, "model_a", str, where)
+        model_b = require(record, "model_b", str, where)
+        judge = require(record, "judge_id", str, where)
+        ab = require(record, "winner_ab", str, where)
+        ba = require(record, "winner_ba", str, where)
+        for key, value in (("winner_ab", ab), ("winner_ba", ba)):
+            if value not in VERDICT_LETTERS:
+                raise BadRecord(where, f"field '{key}' must be one of {VERDICT_LETTERS}, got {value!r}", "bad_value")
+        eid = episode_id(source, language, qid, [model_a, model_b])
+        if eid not in episode_ids:
+            raise BadRecord(where, f"verdict for question {qid} and pair ({model_a}, {model_b}) matches no episode",
+                            "orphan_verdict")
+        tstamp, turn = record.get("tstamp"), record.get("turn", 1)
+        rows.append({
+            "episode_id": eid, "judge_id": judge, "question_id": qid, "model_a": model_a, "model_b": model_b,
+            "winner_ab": ab, "winner_ba": ba, "winner": str(record.get("winner", "")),
+            "turn": int(turn) if isinstance(turn, int) else 1,
+            "tstamp": float(tstamp) if isinstance(tstamp, (int, float)) else None,
+        })
+
+    each_record(paths, skips, source, parse)
     return rows
 
 
@@ -156,23 +156,21 @@ def read_grades(paths: list[tuple[Path, str]], skips: SkipLog, source: str) -> l
     """Single-answer grades; MT-Bench writes -1 for a grade the judge's text did not yield."""
     rows: list[dict[str, Any]] = []
     for path, mode in paths:
-        for lineno, record in read_jsonl(path):
-            try:
-                if isinstance(record, BadRecord):
-                    raise record
-                where = f"{path}, line {lineno}"
-                qid = str(require(record, "question_id", (int, str), where))
-                model = require(record, "model_id", str, where)
-                judge = require(record, "judge_id", str, where)
-                turn = 1
-                while f"score_turn{turn}" in record:
-                    score = record[f"score_turn{turn}"]
-                    if score is not None and not isinstance(score, (int, float)):
-                        raise BadRecord(where, f"field 'score_turn{turn}' must be a number", "wrong_type")
-                    valid = score is not None and 1 <= score <= 10
-                    rows.append({"question_id": qid, "model_id": model, "judge_id": judge, "mode": mode,
-                                 "turn": turn, "score": float(score) if valid else None})
-                    turn += 1
-            except BadRecord as exc:
-                skips.handle(source, exc)
+
+        def parse(where: str, record: dict[str, Any], mode: str = mode) -> None:
+            qid = str(require(record, "question_id", (int, str), where))
+            model = require(record, "model_id", str, where)
+            judge = require(record, "judge_id", str, where)
+            turn, grades = 1, []
+            while f"score_turn{turn}" in record:
+                score = record[f"score_turn{turn}"]
+                if score is not None and not isinstance(score, (int, float)):
+                    raise BadRecord(where, f"field 'score_turn{turn}' must be a number", "wrong_type")
+                valid = score is not None and 1 <= score <= 10
+                grades.append({"question_id": qid, "model_id": model, "judge_id": judge, "mode": mode,
+                               "turn": turn, "score": float(score) if valid else None})
+                turn += 1
+            rows.extend(grades)  # all of a record's grades or, if it is bad, none
+
+        each_record([path], skips, source, parse)
     return rows

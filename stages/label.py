@@ -10,7 +10,6 @@ data/llm_cache/ (created empty otherwise, so the persisted output always exists)
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -53,9 +52,7 @@ ENRICHED = Path("data/enriched")
 EMBEDDINGS = Path("data/embeddings/embeddings.parquet")
 OUT = Path("data/labels")
 METRICS = Path("metrics")
-LLM_MODULE = "coordset.llm_labels"
 LLM_CACHE = Path("data/llm_cache")
-LLM_REQUIRED = ("episode_id", "preferred", "consistent", "valid")
 # LlmStats fields that describe this run (what the cache already held), not the labels.
 LLM_RUN_STATS = frozenset(
     {
@@ -79,9 +76,8 @@ def _read(path: Path, schema: Any = None) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class LlmLabeler:
-    """The LLM-assisted labeler (coordset.llm_labels), prepared only when label.llm.enabled is true."""
+    """The LLM-assisted labeler's settings, prepared only when label.llm.enabled is true."""
 
-    module: Any
     model: str
     settings: Any
 
@@ -89,23 +85,16 @@ class LlmLabeler:
 def prepare_llm(params: dict[str, Any]) -> LlmLabeler | None:
     """Check label.llm.*, the model name and the API credentials before any work; None when disabled.
 
-    The module is imported lazily so that rule labels never need the openai client.
+    Imported lazily so that rule labels never load the openai client.
     """
     if not require_bool(params, "label.llm.enabled"):
         return None
-    try:
-        module = importlib.import_module(LLM_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != LLM_MODULE:
-            raise
-        raise CoordsetError(
-            "params.yaml: 'label.llm.enabled' is true but coordset/llm_labels.py is missing; "
-            "set it to false to build rule labels only"
-        ) from None
-    settings = module.llm_settings(params)
+    from coordset.llm_labels import llm_settings, require_credentials
+
+    settings = llm_settings(params)
     model = require_str(params, "model")
-    module.require_credentials()
-    return LlmLabeler(module=module, model=model, settings=settings)
+    require_credentials()
+    return LlmLabeler(model=model, settings=settings)
 
 
 def llm_labels(
@@ -117,24 +106,17 @@ def llm_labels(
     episode_labels prefixed ``llm_``. Figures that depend on this run rather than on the labels
     (calls made, cache hits, tokens billed) go to stderr, not to metrics, so metrics repeat.
     """
-    result = labeler.module.label_with_llm(
-        episodes, messages, model=labeler.model, settings=labeler.settings, cache_dir=LLM_CACHE
-    )
-    frame = result.labels
-    missing = [c for c in LLM_REQUIRED if c not in frame]
-    if missing:
-        raise CoordsetError(f"{LLM_MODULE}.label_with_llm returned no column(s) {missing}")
-    if frame["episode_id"].duplicated().any():
-        raise CoordsetError(f"{LLM_MODULE}.label_with_llm returned more than one row for an episode")
-    unknown = sorted(set(frame["episode_id"]) - set(episodes["episode_id"]))
-    if unknown:
-        raise CoordsetError(f"{LLM_MODULE}.label_with_llm labeled unknown episode(s), e.g. {unknown[0]!r}")
+    from coordset.llm_labels import label_with_llm
+
+    result = label_with_llm(episodes, messages, model=labeler.model, settings=labeler.settings,
+                            cache_dir=LLM_CACHE)
     stats = result.stats.as_dict()
     run_stats = {k: v for k, v in stats.items() if k in LLM_RUN_STATS}
     print(f"llm labels: {json.dumps(run_stats, sort_keys=True)}", file=sys.stderr)
-    return frame.sort_values("episode_id", kind="stable").reset_index(drop=True), {
-        k: v for k, v in stats.items() if k not in LLM_RUN_STATS
-    }
+    if not result.stats.complete:
+        print(f"warning: {stats['unanswered']} LLM request(s) unanswered (label.llm.max_calls budget or endpoint "
+              "failures); run again to fill them in from where this run stopped", file=sys.stderr)
+    return result.labels, {k: v for k, v in stats.items() if k not in LLM_RUN_STATS}
 
 
 def _prefixed(llm: pd.DataFrame) -> pd.DataFrame:

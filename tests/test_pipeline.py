@@ -44,7 +44,8 @@ def test_release_has_every_episode_in_both_shapes(built: Path) -> None:
     assert {"agents", "responses", "winner", "token_usage", "latent_states", "coordination_outcomes"} <= set(
         first["context"])
     assert {"per_turn", "totals", "communication_efficiency"} <= set(first["context"]["token_usage"])
-    assert len(first["context"]["latent_states"]["per_turn"][0]) == first["context"]["latent_states"]["rank"] == 8
+    latent = first["context"]["latent_states"]
+    assert len(latent["per_turn"][0]["vector"]) == latent["rank"] == 8
     assert {"source", "annotation_version", "date"} <= set(first["metadata"])
     card = (built / "data/release/README.md").read_text()
     assert card.startswith("---\n") and "license:" in card
