@@ -82,9 +82,11 @@ def outcome_categories(episodes: pd.DataFrame) -> np.ndarray:
 
 
 def compression(messages: pd.DataFrame, message_tokens: pd.DataFrame, rank: int) -> dict[str, float]:
-    """Bytes of UTF-8 text and tokens exchanged per turn vs bytes of the float32 latent per turn."""
-    text_bytes = messages.assign(n_bytes=messages["text"].str.encode("utf-8").str.len())
-    per_turn_bytes = text_bytes.groupby(["episode_id", "turn"])["n_bytes"].sum().mean()
+    """Bytes of UTF-8 text and tokens exchanged per turn vs bytes of the float32 latent per turn.
+
+    ``messages`` needs ``episode_id``, ``turn`` and ``n_bytes`` (each text's UTF-8 size).
+    """
+    per_turn_bytes = messages.groupby(["episode_id", "turn"])["n_bytes"].sum().mean()
     per_turn_tokens = message_tokens.groupby(["episode_id", "turn"])["n_tokens"].sum().mean()
     latent_bytes = 4 * rank
     return {"text_bytes_per_turn": float(per_turn_bytes), "tokens_per_turn": float(per_turn_tokens),

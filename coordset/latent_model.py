@@ -146,9 +146,24 @@ def _train(seq: Sequences, train_rows: np.ndarray, heldout_rows: np.ndarray, set
     return fit
 
 
-def predict(model: Coordinator, seq: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """States (E, T, rank), reconstructions and next-message predictions (E, T, D) for every episode."""
+def predict(model: Coordinator, seq: Sequences, rows: np.ndarray | None = None, *, readouts: bool = True,
+            chunk: int = 4096) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """States (E, T, rank) and, with ``readouts``, reconstructions and next-message predictions (E, T, D).
+
+    ``rows`` picks episodes (default: all). Episodes are run ``chunk`` at a time so memory stays flat on
+    the large sets; each episode's result does not depend on which others share its chunk.
+    """
+    rows = np.arange(len(seq.episode_ids)) if rows is None else rows
+    states, recons, nexts = [], [], []
     model.eval()
     with deterministic_torch(0), torch.no_grad():  # the seed is unused here: inference draws nothing
-        states, recon, nxt = model(torch.from_numpy(seq.embeddings), torch.from_numpy(seq.roles))
-    return states.numpy(), recon.numpy(), nxt.numpy()
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            s, r, n = model(torch.from_numpy(seq.embeddings[part]), torch.from_numpy(seq.roles[part]))
+            states.append(s.numpy())
+            if readouts:
+                recons.append(r.numpy())
+                nexts.append(n.numpy())
+    if not readouts:
+        return np.concatenate(states), None, None
+    return np.concatenate(states), np.concatenate(recons), np.concatenate(nexts)

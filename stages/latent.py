@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from coordset import atomic
@@ -35,11 +37,18 @@ OUT = Path("data/latent/latent_states.parquet")
 MODEL = Path("models/latent_model.pt")
 
 
+def read_messages(path: Path) -> pd.DataFrame:
+    """Messages without their text (the large column), plus each text's UTF-8 size for the compression figures."""
+    table = pq.read_table(path)
+    n_bytes = pc.binary_length(table["text"])
+    return table.drop_columns(["text"]).append_column("n_bytes", n_bytes).to_pandas()
+
+
 def main() -> None:
     params = load_params()
     settings = latent_settings(params)  # bad params fail here, before any data is read
     episodes = pd.read_parquet(EPISODES).sort_values("episode_id").reset_index(drop=True)
-    messages = pd.read_parquet(MESSAGES)
+    messages = read_messages(MESSAGES)
     embeddings = pd.read_parquet(EMBEDDINGS)
     settings = latent_settings(params, embedding_dim=len(embeddings["embedding"].iloc[0]))
     seq = build_sequences(episodes, messages, embeddings)
@@ -47,7 +56,8 @@ def main() -> None:
     splits = episodes["question_id"].map(split_of).to_numpy()
     train_rows, held_rows = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "heldout")
     fit = train(seq, train_rows, held_rows, settings)
-    states, recon, nxt = predict(fit.model, seq)
+    states, _, _ = predict(fit.model, seq, readouts=False)
+    _, held_recon_all, held_next = predict(fit.model, seq, held_rows)
 
     rows = []
     for e, eid in enumerate(seq.episode_ids):
@@ -59,10 +69,10 @@ def main() -> None:
     mask = seq.mask
     train_x = seq.embeddings[train_rows][mask[train_rows]]
     held_x = seq.embeddings[held_rows][mask[held_rows]]
-    held_recon = recon[held_rows][mask[held_rows]]
-    actual, predicted, current = next_step_pairs(seq.embeddings[held_rows], nxt[held_rows], mask[held_rows])
-    train_next, _, train_current = next_step_pairs(seq.embeddings[train_rows], nxt[train_rows],
-                                                   mask[train_rows])
+    held_recon = held_recon_all[mask[held_rows]]
+    actual, predicted, current = next_step_pairs(seq.embeddings[held_rows], held_next, mask[held_rows])
+    train_emb = seq.embeddings[train_rows]
+    train_next, _, train_current = next_step_pairs(train_emb, train_emb, mask[train_rows])
     final = np.stack([states[e, seq.turn_ends[e][-1][1]] for e in range(len(seq.episode_ids))])
     outcomes, questions = outcome_categories(episodes), episodes["question_id"].to_numpy()
     # The probe is scored on held-out questions; over all episodes too (5x the data, still grouped by

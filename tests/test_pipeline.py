@@ -82,6 +82,39 @@ def test_rank_sweep_reruns_only_what_depends_on_rank(built: Path) -> None:
     assert {"reconstruction_error", "pca_reconstruction_error", "next_step_error"} <= set(header)
 
 
+def test_threshold_sweep_reruns_only_labels_and_release(built: Path) -> None:
+    import re
+
+    result = dvc(built, "exp", "run", "-S", "thresholds.agreement_high=0.85")
+    ran = re.findall(r"Running stage '([^']+)'", result.stdout)
+    assert ran and set(ran) <= {"label", "release"} and "label" in ran
+
+
+def test_full_run_round_trips_through_s3(built: Path, tmp_path: Path) -> None:
+    """`dvc push` of the whole build to a real S3-compatible server; a fresh clone pulls it, nothing re-runs."""
+    from tests.pipeline import git
+    from tests.s3_server import s3_server
+
+    git(built, "add", "-A")
+    git(built, "commit", "-qm", "built")
+    with s3_server() as server:
+        creds = {"AWS_ACCESS_KEY_ID": server.access_key_id, "AWS_SECRET_ACCESS_KEY": server.secret_access_key,
+                 "AWS_DEFAULT_REGION": server.region}
+        remote = ["remote", "add", "-f", "s3", f"s3://{server.bucket}/coordset"]
+        dvc(built, *remote)
+        dvc(built, "remote", "modify", "s3", "endpointurl", server.endpoint_url)
+        git(built, "commit", "-qam", "s3 remote")
+        dvc(built, "push", "-r", "s3", env=creds)
+        assert server.keys("coordset/")
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "-q", str(built), str(clone))
+        dvc(clone, "pull", "-r", "s3", env=creds)
+        assert dvc(clone, "status", "--json").stdout.strip() == "{}"
+        assert "Running stage" not in dvc(clone, "repro", env={"COORDSET_MIRROR": "/nonexistent"}).stdout
+        for out in ("data/release/coordset.parquet", "data/latent/latent_states.parquet", "models/latent_model.pt"):
+            assert (clone / out).read_bytes() == (built / out).read_bytes()
+
+
 # Made at run time, so the only copies are those the pipeline itself might leak.
 SECRET = "sk-coordset-test-" + __import__("secrets").token_hex(16)
 
