@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
+from coordset.sources import KNOWN_SOURCES
+
 SHA256 = Check.str_matches(r"^[0-9a-f]{64}$")
 
 
@@ -21,7 +23,7 @@ EPISODES = pa.DataFrameSchema(
     name="episodes",
     columns={
         "episode_id": Column(str, unique=True),
-        "source": Column(str, Check.isin(["mt_bench_repro", "fastchat_mt_bench", "chatbot_arena", "local"])),
+        "source": Column(str, Check.isin(KNOWN_SOURCES)),
         "question_id": Column(str),
         "category": Column(str, nullable=True),
         "language": Column(str),

@@ -18,8 +18,8 @@ import pyarrow
 from pandera.pandas import Check, Column
 
 from schemas.labels import CATEGORY, COSINE
+from schemas.normalized import EPISODES
 
-SOURCES = ("mt_bench_repro", "fastchat_mt_bench", "chatbot_arena", "local")
 AGREEMENT_LEVELS = ("low", "medium", "high", "unknown")
 EVENTS = ("agreement_drop", "length_imbalance")
 LLM_PREFIX = "llm_"
@@ -233,20 +233,11 @@ def release_schema(rank: int) -> pa.DataFrameSchema:
     nonneg = Check.ge(0)
     element = {"element_wise": True}
     columns = {
-        "episode_id": Column(str, unique=True),
-        "source": Column(str, Check.isin(SOURCES)),
-        "question_id": Column(str),
-        "category": Column(str, nullable=True),
-        "language": Column(str),
+        # The episode's own fields are checked exactly as the normalize stage checks them.
+        **{name: EPISODES.columns[name] for name in ("episode_id", "source", "question_id", "category", "language")},
         "date": Column(str, Check.str_matches(r"^\d{4}-\d{2}-\d{2}$"), nullable=True),
-        "agent_models": Column(object, Check(lambda v: _str_list(v) and len(v) >= 2 and len(set(v)) == len(v),
-                                             error="agent_models lists >= 2 distinct names", **element)),
-        "n_agents": Column(int, Check.ge(2)),
-        "n_turns": Column(int, Check.ge(1)),
-        "winner": Column(str),
-        "winner_source": Column(str, Check.isin(["judge_majority", "human", "source", "none"])),
-        "tstamp_start": Column(float, nullable=True),
-        "tstamp_end": Column(float, nullable=True),
+        **{name: EPISODES.columns[name] for name in ("agent_models", "n_agents", "n_turns", "winner",
+                                                     "winner_source", "tstamp_start", "tstamp_end")},
         "user_turns": Column(object, Check(_str_list, error="user_turns is a list of strings", **element)),
         "responses": Column(object, Check(_responses, error="responses is a list (agents) of lists (turns) of text",
                                           **element)),
