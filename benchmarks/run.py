@@ -26,7 +26,7 @@ import yaml
 from benchmarks import sections
 from benchmarks.measure import run_measured
 from benchmarks.report import write_report
-from tests.pipeline import DVC_ENV, copy_repo, dvc, git
+from testkit.pipeline import DVC_ENV, copy_repo, dvc, git
 
 HERE = Path(__file__).resolve().parent
 # --quick: 2 models (1 pair x 80 questions = 80 episodes) instead of all 31.

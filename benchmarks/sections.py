@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.measure import timed
-from coordset.enrich import enrich
-from coordset.tokens import load_encoding
+from coordset.enrich.tokens import load_encoding
+from coordset.enrich.usage import enrich, enrich_settings
 
 SCALE_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
@@ -19,9 +19,9 @@ SCALE_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 def _by_questions(episodes: pd.DataFrame, messages: pd.DataFrame, fraction: float
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A slice by question, so episodes and distinct texts both shrink in proportion."""
-    questions = sorted(episodes["question_id"].unique(), key=lambda q: (len(q), q))
+    questions = sorted(episodes["group_id"].unique(), key=lambda q: (len(q), q))
     keep = set(questions[: max(1, round(len(questions) * fraction))])
-    sub = episodes[episodes["question_id"].isin(keep)]
+    sub = episodes[episodes["group_id"].isin(keep)]
     return sub, messages[messages["episode_id"].isin(set(sub["episode_id"]))]
 
 
@@ -30,7 +30,7 @@ def enrich_vs_tiktoken(episodes: pd.DataFrame, messages: pd.DataFrame, params: d
     encoding = load_encoding(params["enrich"]["encoding"])
     texts = messages.drop_duplicates("text_sha256")["text"].tolist()
     raw_s, _ = timed(lambda: encoding.encode_ordinary_batch(texts), repeat=3)
-    stage_s, _ = timed(lambda: enrich(episodes, messages, params), repeat=3)
+    stage_s, _ = timed(lambda: enrich(episodes, messages, enrich_settings(params)), repeat=3)
     print(f"  enrich {stage_s:.2f} s vs tiktoken {raw_s:.2f} s", flush=True)
     return {"stage_s": round(stage_s, 3), "tiktoken_batch_s": round(raw_s, 3),
             "ratio": round(stage_s / raw_s, 2), "distinct_texts": len(texts)}
@@ -51,7 +51,7 @@ def scaling(episodes: pd.DataFrame, messages: pd.DataFrame, params: dict[str, An
     rows = []
     for fraction in SCALE_FRACTIONS:
         sub_e, sub_m = _by_questions(episodes, messages, fraction)
-        enrich_s, _ = timed(lambda e=sub_e, m=sub_m: enrich(e, m, params), repeat=2)
+        enrich_s, _ = timed(lambda e=sub_e, m=sub_m: enrich(e, m, enrich_settings(params)), repeat=2)
         embed_s = full_embed_s if fraction == 1.0 else embed_stage_seconds(sub_m, params)
         rows.append({"fraction": fraction, "episodes": int(len(sub_e)),
                      "distinct_texts": int(sub_m["text_sha256"].nunique()),
@@ -72,8 +72,8 @@ def llm_throughput(episodes: pd.DataFrame, messages: pd.DataFrame, params: dict[
     """LLM labeling against the local OpenAI-compatible server with 200 ms latency a call."""
     import os
 
-    from coordset.llm_labels import LlmSettings, label_with_llm
-    from tests.openai_server import serve_openai
+    from coordset.labels.llm import LlmSettings, label_with_llm
+    from testkit.openai_server import serve_openai
 
     n_episodes = 8 if quick else 40
     subset = episodes.sort_values("episode_id").head(n_episodes)

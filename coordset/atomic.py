@@ -58,3 +58,13 @@ def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
     """Write a frame without its index; callers sort rows first so bytes are reproducible."""
     with atomic_path(target) as tmp:
         frame.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+
+
+def write_checked(outputs: dict[Path, tuple[pd.DataFrame, Any]]) -> None:
+    """Validate every table against its schema first, then write them all: a bad one leaves every old file whole."""
+    from schemas import check
+
+    for path, (frame, schema) in outputs.items():
+        check(frame, schema, str(path))
+    for path, (frame, _) in outputs.items():
+        write_parquet(path, frame)

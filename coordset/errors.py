@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from schemas import SchemaViolation
+
 
 class CoordsetError(Exception):
     """A problem with input, params or environment that the user can act on.
@@ -17,3 +19,7 @@ class ParamError(CoordsetError):
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"params.yaml: '{key}' {problem}")
         self.key = key
+
+
+# What a stage reports as one line and exit status 2: coordset's own errors and tables that break a schema.
+USER_ERRORS: tuple[type[Exception], ...] = (CoordsetError, SchemaViolation)

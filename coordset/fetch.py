@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,28 +23,15 @@ MIRROR_ENV = "COORDSET_MIRROR"
 
 
 @dataclass(frozen=True)
-class PinnedSource:
-    """A source whose files are pinned by sha256 at a fixed upstream commit."""
+class Pinned:
+    """Files pinned by sha256 at a fixed upstream location: ``base_url + path`` for each pinned path."""
 
-    name: str
+    name: str  # the folder under the mirror
     base_url: str
-
-    @property
-    def pin_file(self) -> Path:
-        return PINS_DIR / f"{self.name}.sha256"
+    pin_file: Path
 
 
-PINNED_SOURCES: dict[str, PinnedSource] = {
-    "mt_bench_repro": PinnedSource(
-        "mt_bench_repro",
-        "https://raw.githubusercontent.com/kook222/mt_bench_repro/b3b827d39249feebeb859ddc1cb41a24ff2b92fe/",
-    ),
-    "fastchat_mt_bench": PinnedSource(
-        "fastchat_mt_bench",
-        "https://raw.githubusercontent.com/enricai/FastChat/edacaa5bd955893e72a7e6f0899d8301fd5ae492/",
-    ),
-    "tiktoken": PinnedSource("tiktoken", "https://openaipublic.blob.core.windows.net/encodings/"),
-}
+TIKTOKEN = Pinned("tiktoken", "https://openaipublic.blob.core.windows.net/encodings/", PINS_DIR / "tiktoken.sha256")
 
 
 def read_pins(pin_file: Path) -> dict[str, str]:
@@ -72,19 +60,6 @@ def mirror_root() -> Path | None:
     return Path(value) if value else None
 
 
-def select_files(source: str, pins: dict[str, str], language: str | None = None) -> dict[str, str]:
-    """The pinned files a build needs: for mt_bench_repro only the chosen language split."""
-    if source == "mt_bench_repro" and language is not None:
-        prefix = f"data/{language}/"
-        chosen = {p: h for p, h in pins.items() if p.startswith(prefix) or "/" not in p}
-        if not any(p.startswith(prefix) for p in chosen):
-            langs = sorted({p.split("/")[1] for p in pins if p.startswith("data/")})
-            raise CoordsetError(f"sources.mt_bench_repro.language: no pinned files for {language!r}; "
-                                f"pinned languages are {langs}")
-        return chosen
-    return dict(pins)
-
-
 def _download(url: str, dest: Path, timeout: float) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
@@ -96,7 +71,7 @@ def _download(url: str, dest: Path, timeout: float) -> None:
         ) from None
 
 
-def fetch_file(source: PinnedSource, rel: str, expected: str, dest: Path, *,
+def fetch_file(source: Pinned, rel: str, expected: str, dest: Path, *,
                mirror: Path | None, timeout: float = 60.0) -> None:
     """Copy or download one pinned file to ``dest`` and verify its sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +85,8 @@ def fetch_file(source: PinnedSource, rel: str, expected: str, dest: Path, *,
         shutil.copyfile(src, dest)
         origin = str(src)
     else:
-        origin = source.base_url + rel
+        # Upstream paths may hold characters a URL cannot (Who&When's "&"): quote them.
+        origin = source.base_url + urllib.parse.quote(rel)
         _download(origin, dest, timeout)
     actual = sha256_file(dest)
     if actual != expected:
@@ -121,16 +97,14 @@ def fetch_file(source: PinnedSource, rel: str, expected: str, dest: Path, *,
         )
 
 
-def fetch_pinned(source_name: str, out_dir: Path, *, language: str | None = None,
-                 mirror: Path | None = None, progress: bool = False) -> list[str]:
-    """Fetch every pinned file of a source into ``out_dir`` (same relative paths); return them."""
-    source = PINNED_SOURCES[source_name]
-    files = select_files(source_name, read_pins(source.pin_file), language)
+def fetch_pinned(source: Pinned, files: dict[str, str], out_dir: Path, *, mirror: Path | None = None,
+                 progress: bool = False) -> list[str]:
+    """Fetch the given pinned files ({path: sha256}) into ``out_dir`` (same relative paths); return them."""
     items = sorted(files.items())
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, desc=f"fetch {source_name}", unit="file")
+        items = tqdm(items, desc=f"fetch {source.name}", unit="file")
     for rel, digest in items:
         fetch_file(source, rel, digest, out_dir / rel, mirror=mirror)
     return sorted(files)

@@ -1,158 +1,185 @@
-"""normalize: every source's raw files -> the canonical ``episodes`` and ``messages`` tables."""
+"""normalize: every source's raw files -> the canonical episodes, messages, outcomes and turn-event tables.
+
+Each source's reader (``coordset.sources``) yields :class:`~coordset.sources.episode.Episode` objects;
+this module checks what holds for every source (agents named once, every agent message spoken by an
+agent, labels pointing inside the episode) and lays the episodes out as rows, sorted by episode and
+position so the bytes do not depend on reading order.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pandera.pandas as pa
 
-from coordset import sources_mtbench as mtb
-from coordset.errors import ParamError
-from coordset.params import get, require_choice, require_str
-from coordset.records import BadRecord, Conversation, SkipLog, episode_rows
+from coordset.params import has, require_choice
+from coordset.records import BadRecord, SkipLog, sha256_text
 from coordset.sources import sources_in_use
-from coordset.sources_arena import arena_conversation, read_arena_records
-
-FASTCHAT_DIR = "fastchat/llm_judge/data/mt_bench"
+from coordset.sources.episode import Episode
+from schemas.normalized import (
+    EPISODES,
+    JUDGE_GRADES,
+    JUDGE_VERDICTS,
+    MESSAGES,
+    OUTCOME_SOURCES,
+    OUTCOMES,
+    ROLES,
+    TURN_EVENTS,
+)
 
 
 @dataclass
 class NormalizedTables:
     episodes: pd.DataFrame
     messages: pd.DataFrame
+    outcomes: pd.DataFrame
+    turn_events: pd.DataFrame
     judge_verdicts: pd.DataFrame
     judge_grades: pd.DataFrame
     skips: SkipLog
+    counts: dict[str, Counter] = field(default_factory=dict)  # per source: episodes, messages
 
 
-class _Builder:
-    """Accumulates rows; refuses (or skips and counts) duplicate episode ids."""
-
-    def __init__(self, skips: SkipLog) -> None:
-        self.skips = skips
-        self.episodes: list[dict[str, Any]] = []
-        self.messages: list[dict[str, Any]] = []
-        self.ids: set[str] = set()
-
-    def add(self, item: Conversation | BadRecord, where: str) -> None:
-        try:
-            if isinstance(item, BadRecord):
-                raise item
-            if item.episode_id in self.ids:
-                raise BadRecord(where, f"duplicate episode id {item.episode_id!r}", "duplicate_id")
-            episode, messages = episode_rows(item, where)
-        except BadRecord as exc:
-            self.skips.handle(item.source if isinstance(item, Conversation) else where.split(":")[0], exc)
-            return
-        self.ids.add(item.episode_id)
-        self.episodes.append(episode)
-        self.messages.extend(messages)
-
-
-def _mt_bench_repro(raw: Path, language: str, builder: _Builder) -> tuple[list[dict], list[dict]]:
-    source = "mt_bench_repro"
-    base = raw / source / "data" / language
-    questions = mtb.read_questions(base / "questions.jsonl", builder.skips, source)
-    answers = mtb.read_answers(sorted((base / "answers").glob("*.jsonl")), builder.skips, source)
-    pairs = mtb.all_pairs(list(answers))
-    ids = {mtb.episode_id(source, language, q, list(p)) for q in questions for p in pairs}
-    verdicts = mtb.read_pairwise_verdicts(sorted((base / "judgments").glob("*/*/pairwise/*.jsonl")),
-                                          builder.skips, source, language, ids)
-    winners = mtb.judge_majority(verdicts)
-    for conv, where in mtb.conversations(source, language, questions, answers, pairs, winners):
-        builder.add(conv, where)
-    grade_files = [(p, p.parent.name) for mode in ("single_grade", "single_grade_ref")
-                   for p in sorted((base / "judgments").glob(f"*/*/{mode}/*.jsonl"))]
-    grades = mtb.read_grades(grade_files, builder.skips, source)
-    return verdicts, grades
+def check_episode(ep: Episode) -> None:
+    """What must hold for an episode of any source; raises BadRecord naming the episode and the field."""
+    where = ep.origin or f"{ep.source}: episode {ep.episode_id}"
+    names = [a.name for a in ep.agents]
+    if not names or any(not n for n in names) or len(set(names)) != len(names):
+        raise BadRecord(where, f"agents must be distinct non-empty names, got {names}", "bad_agents")
+    if not ep.messages:
+        raise BadRecord(where, "empty conversation: no message", "empty_conversation")
+    agents = set(names)
+    for index, msg in enumerate(ep.messages):
+        here = f"{where}, message {index}"
+        if msg.role not in ROLES:
+            raise BadRecord(here, f"role {msg.role!r} is not one of {ROLES}", "bad_value")
+        if msg.role == "agent" and msg.speaker not in agents:
+            raise BadRecord(here, f"speaker {msg.speaker!r} is not one of the agents {names}", "unknown_speaker")
+        if msg.role != "agent" and (not msg.speaker or msg.speaker in agents):
+            raise BadRecord(here, f"{msg.role} message has speaker {msg.speaker!r}", "unknown_speaker")
+        if msg.turn < 1:
+            raise BadRecord(here, f"turn must be >= 1, got {msg.turn}", "bad_value")
+    turns = {m.turn for m in ep.messages}
+    if turns != set(range(1, len(turns) + 1)):
+        raise BadRecord(where, f"turns must be numbered 1..n without gaps, got {sorted(turns)[:10]}", "bad_value")
+    out = ep.outcome
+    if out.source not in OUTCOME_SOURCES:
+        raise BadRecord(where, f"outcome source {out.source!r} is not one of {OUTCOME_SOURCES}", "bad_value")
+    if out.mistake_step is not None and not 0 <= out.mistake_step < len(ep.messages):
+        raise BadRecord(where, f"mistake_step {out.mistake_step} is outside the {len(ep.messages)} messages",
+                        "bad_mistake_step")
+    for event in ep.events:
+        if event.position is not None and not 0 <= event.position < len(ep.messages):
+            raise BadRecord(where, f"{event.kind} event at position {event.position} is outside the messages",
+                            "bad_event")
 
 
-def _fastchat_pairs(models: list[str], params: dict[str, Any]) -> list[tuple[str, str]]:
-    wanted = get(params, "sources.fastchat_mt_bench.models") or []
-    if not isinstance(wanted, list):
-        raise ParamError("sources.fastchat_mt_bench.models", "must be a list of model names (empty: all)")
-    unknown = sorted(set(wanted) - set(models))
-    if unknown:
-        raise ParamError("sources.fastchat_mt_bench.models", f"names models with no answers: {unknown}")
-    pairs = mtb.all_pairs(wanted or models)
-    max_pairs = get(params, "sources.fastchat_mt_bench.max_pairs")
-    if max_pairs is not None:
-        if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1:
-            raise ParamError("sources.fastchat_mt_bench.max_pairs", f"must be null or >= 1, got {max_pairs!r}")
-        pairs = pairs[:max_pairs]
-    return pairs
-
-
-def _fastchat(raw: Path, params: dict[str, Any], builder: _Builder) -> None:
-    source = "fastchat_mt_bench"
-    base = raw / source / FASTCHAT_DIR
-    questions = mtb.read_questions(base / "question.jsonl", builder.skips, source)
-    answers = mtb.read_answers(sorted((base / "model_answer").glob("*.jsonl")), builder.skips, source)
-    for conv, where in mtb.conversations(source, "en", questions, answers, _fastchat_pairs(list(answers), params)):
-        builder.add(conv, where)
-
-
-def _arena_like(path: Path, source: str, builder: _Builder) -> None:
-    for where, record in read_arena_records(path):
-        try:
-            if isinstance(record, BadRecord):
-                raise record
-            conv = arena_conversation(record, where, source)
-        except BadRecord as exc:
-            builder.skips.handle(source, exc)
-            continue
-        builder.add(conv, where)
+def _rows(ep: Episode) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    model_of = {a.name: a.model for a in ep.agents}
+    messages = [{
+        "episode_id": ep.episode_id, "turn": m.turn, "position": i, "speaker": m.speaker, "role": m.role,
+        "agent_model": model_of.get(m.speaker) if m.role == "agent" else None, "text": m.text,
+        "text_sha256": sha256_text(m.text), "n_chars": len(m.text), "reasoning": m.reasoning, "prompt": m.prompt,
+        "tstamp": m.tstamp, "logged_prompt_tokens": m.logged_prompt_tokens,
+        "logged_completion_tokens": m.logged_completion_tokens,
+    } for i, m in enumerate(ep.messages)]
+    times = [m.tstamp for m in ep.messages if m.tstamp is not None]
+    episode = {
+        "episode_id": ep.episode_id, "source": ep.source, "group_id": ep.group_id, "category": ep.category,
+        "subset": ep.subset, "language": ep.language, "agents": [a.name for a in ep.agents],
+        "agent_models": [a.model for a in ep.agents], "n_agents": len(ep.agents),
+        "n_turns": len({m.turn for m in ep.messages}), "n_messages": len(ep.messages),
+        "tstamp_start": min(times) if times else None, "tstamp_end": max(times) if times else None,
+    }
+    out = ep.outcome
+    outcome = {
+        "episode_id": ep.episode_id, "source": ep.source, "outcome": out.label, "outcome_source": out.source,
+        "unknown_reason": out.unknown_reason, "mistake_agent": out.mistake_agent, "mistake_step": out.mistake_step,
+        "mistake_reason": out.mistake_reason, "any_deal_passed": out.any_deal_passed,
+    }
+    events = [{"episode_id": ep.episode_id, "turn": e.turn, "position": e.position, "kind": e.kind,
+               "agent": e.agent, "value": e.value, "detail": e.detail} for e in ep.events]
+    return episode, messages, outcome, events
 
 
 def normalize(params: dict[str, Any], raw: Path = Path("data/raw")) -> NormalizedTables:
     used = sources_in_use(params)
-    policy = require_choice(params, "normalize.on_bad_record", ("stop", "skip"))
-    builder = _Builder(SkipLog(policy=policy))
-    verdicts: list[dict] = []
-    grades: list[dict] = []
-    for name in used:
-        if name == "mt_bench_repro":
-            v, g = _mt_bench_repro(raw, require_str(params, "sources.mt_bench_repro.language"), builder)
-            verdicts += v
-            grades += g
-        elif name == "fastchat_mt_bench":
-            _fastchat(raw, params, builder)
-        elif name == "chatbot_arena":
-            _arena_like(raw / "chatbot_arena", name, builder)
-        elif name == "local":
-            _arena_like(Path(require_str(params, "sources.local.path")), name, builder)
+    skips = SkipLog(policy=require_choice(params, "normalize.on_bad_record", ("stop", "skip")))
+    for source in used:  # a source may set its own policy (ChatDev: known-unparseable upstream logs)
+        if has(params, f"sources.{source.name}.on_bad_record"):
+            skips.by_source[source.name] = require_choice(params, f"sources.{source.name}.on_bad_record",
+                                                          ("stop", "skip"))
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ("episodes", "messages", "outcomes", "turn_events",
+                                                                "judge_verdicts", "judge_grades")}
+    ids: set[str] = set()
+    counts: dict[str, Counter] = {}
+    for source in used:
+        data = source.read(source.raw_dir(raw, params), params, skips)
+        counts[source.name] = Counter(episodes=0, messages=0)
+        for ep in data.episodes:
+            try:
+                if ep.episode_id in ids:
+                    raise BadRecord(ep.origin or ep.source, f"duplicate episode id {ep.episode_id!r}", "duplicate_id")
+                check_episode(ep)
+            except BadRecord as exc:
+                skips.handle(source.name, exc)
+                continue
+            ids.add(ep.episode_id)
+            episode, messages, outcome, events = _rows(ep)
+            rows["episodes"].append(episode)
+            rows["messages"] += messages
+            rows["outcomes"].append(outcome)
+            rows["turn_events"] += events
+            counts[source.name].update(episodes=1, messages=len(messages))
+        rows["judge_verdicts"] += data.judge_verdicts
+        rows["judge_grades"] += data.judge_grades
     return NormalizedTables(
-        episodes=_frame(builder.episodes, EPISODE_COLUMNS, ["episode_id"]),
-        messages=_frame(builder.messages, MESSAGE_COLUMNS, ["episode_id", "position"]),
-        judge_verdicts=_frame(verdicts, VERDICT_COLUMNS, ["episode_id", "judge_id", "turn"]),
-        judge_grades=_frame(grades, GRADE_COLUMNS, ["question_id", "model_id", "judge_id", "mode", "turn"]),
-        skips=builder.skips,
+        episodes=_frame(rows["episodes"], EPISODES, ["episode_id"]),
+        messages=_frame(rows["messages"], MESSAGES, ["episode_id", "position"]),
+        outcomes=_frame(rows["outcomes"], OUTCOMES, ["episode_id"]),
+        turn_events=_frame(rows["turn_events"], TURN_EVENTS, ["episode_id", "turn", "kind", "position"]),
+        judge_verdicts=_frame(rows["judge_verdicts"], JUDGE_VERDICTS, ["episode_id", "judge_id", "turn"]),
+        judge_grades=_frame(rows["judge_grades"], JUDGE_GRADES, ["question_id", "model_id", "judge_id", "mode",
+                                                                   "turn"]),
+        skips=skips, counts=counts,
     )
 
 
-EPISODE_COLUMNS = {
-    "episode_id": str, "source": str, "question_id": str, "category": object, "language": str,
-    "agent_models": object, "n_agents": "int64", "n_turns": "int64", "winner": str, "winner_source": str,
-    "tstamp_start": "float64", "tstamp_end": "float64",
-}
-MESSAGE_COLUMNS = {
-    "episode_id": str, "turn": "int64", "position": "int64", "role": str, "agent_model": object, "text": str,
-    "text_sha256": str, "n_chars": "int64", "tstamp": "float64",
-}
-VERDICT_COLUMNS = {
-    "episode_id": str, "judge_id": str, "question_id": str, "model_a": str, "model_b": str, "winner_ab": str,
-    "winner_ba": str, "winner": str, "turn": "int64", "tstamp": "float64",
-}
-GRADE_COLUMNS = {
-    "question_id": str, "model_id": str, "judge_id": str, "mode": str, "turn": "int64", "score": "float64",
-}
+def episode_frames(episodes: list[Episode]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Checked episodes laid out as the (episodes, messages) tables, for callers that build episodes themselves."""
+    rows = [_rows(ep) for ep in episodes if check_episode(ep) is None]
+    return (_frame([r[0] for r in rows], EPISODES, ["episode_id"]),
+            _frame([m for r in rows for m in r[1]], MESSAGES, ["episode_id", "position"]))
 
 
-def _frame(rows: list[dict[str, Any]], columns: dict[str, Any], sort_by: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for column, dtype in columns.items():
-        if dtype is not object:
-            frame[column] = frame[column].astype(dtype)
+def normalize_metrics(tables: NormalizedTables) -> dict[str, Any]:
+    skipped: dict[str, dict[str, int]] = {}
+    for (source, reason), count in sorted(tables.skips.counts.items()):
+        skipped.setdefault(source, {})[reason] = count
+    by_source = {}
+    for name, count in tables.counts.items():
+        by_source[name] = {"episodes": int(count["episodes"]), "messages": int(count["messages"]),
+                           "skipped": int(sum(skipped.get(name, {}).values()))}
+    return {
+        "on_bad_record": tables.skips.policy,
+        "episodes": int(len(tables.episodes)),
+        "by_source": by_source,
+        "skipped_records": skipped,
+        "skipped_total": int(sum(tables.skips.counts.values())),
+    }
+
+
+def _frame(rows: list[dict[str, Any]], schema: pa.DataFrameSchema, sort_by: list[str]) -> pd.DataFrame:
+    """Rows as a frame with the schema's columns, numbers cast to the schema's types (strings stay objects)."""
+    frame = pd.DataFrame(rows, columns=list(schema.columns))
+    for name, column in schema.columns.items():
+        dtype = str(column.dtype)
+        if dtype in ("int64", "float64", "Int64", "boolean"):
+            frame[name] = frame[name].astype(dtype)
+        elif frame.empty and dtype.startswith("str"):
+            frame[name] = frame[name].astype("str")  # an empty column would otherwise be typed object
     return frame.sort_values(sort_by, kind="stable").reset_index(drop=True)

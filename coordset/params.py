@@ -34,6 +34,15 @@ def get(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def has(params: dict[str, Any], dotted: str) -> bool:
+    """Whether the optional key ``dotted`` is set."""
+    try:
+        get(params, dotted)
+    except ParamError:
+        return False
+    return True
+
+
 def require_int(params: dict[str, Any], dotted: str, *, low: int | None = None,
                 high: int | None = None) -> int:
     value = get(params, dotted)

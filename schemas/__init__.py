@@ -1,16 +1,23 @@
 """Pandera schemas for every output table, and the one helper that applies them.
 
-``check(frame, schema, where)`` validates lazily and, on failure, raises a CoordsetError
+``check(frame, schema, where)`` validates lazily and, on failure, raises a SchemaViolation
 whose message names the file, the first failing rows and the fields involved.
 """
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
-from coordset.errors import CoordsetError
+
+class SchemaViolation(Exception):
+    """A table that breaks its schema (or is missing); the message names the file, rows and fields.
+
+    Stage entry points treat it like coordset's own errors: one clear line and exit status 2.
+    """
 
 MAX_LINES = 10
 
@@ -46,7 +53,16 @@ def check(frame: pd.DataFrame, schema: pa.DataFrameSchema, where: str) -> pd.Dat
     except pandera.errors.SchemaErrors as exc:
         lines = _describe(exc.failure_cases)
         more = f"\n  … and {len(lines) - MAX_LINES} more" if len(lines) > MAX_LINES else ""
-        raise CoordsetError(
+        raise SchemaViolation(
             f"{where}: {len(lines)} schema violation(s) in '{schema.name}':\n  "
             + "\n  ".join(lines[:MAX_LINES]) + more
         ) from None
+
+
+def read_checked(path: str | os.PathLike[str], schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Read a Parquet table and validate it: a stage checks its inputs as well as its outputs."""
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise SchemaViolation(f"{path}: not found; run the stage that writes it (`dvc repro`)") from None
+    return check(frame, schema, str(path))

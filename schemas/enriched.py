@@ -1,40 +1,40 @@
-"""Token-usage tables written by the enrich stage."""
+"""Token-usage tables written by the enrich stage (message columns are taken from the normalized schema)."""
 
 from __future__ import annotations
 
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
-from schemas.normalized import SHA256
+from schemas.normalized import MESSAGES
 
 NONNEG = Check.ge(0)
+BILLING = ["own_thread", "shared_history", "logged_prompt"]
 
 MESSAGE_TOKENS = pa.DataFrameSchema(
     name="message_tokens",
     columns={
-        "episode_id": Column(str),
-        "turn": Column(int, Check.ge(1)),
-        "position": Column(int, Check.ge(0)),
-        "role": Column(str, Check.isin(["user", "agent"])),
-        "agent_model": Column(str, nullable=True),
-        "text_sha256": Column(str, SHA256),
+        **{name: MESSAGES.columns[name] for name in ("episode_id", "turn", "position", "speaker", "role",
+                                                     "agent_model", "text_sha256")},
         "n_tokens": Column(int, NONNEG),
+        "reasoning_tokens": Column("Int64", NONNEG, nullable=True),
     },
     strict=True,
 )
 
-TURN_USAGE = pa.DataFrameSchema(
-    name="turn_usage",
+# One row per agent message: an API call, what it completed and what its prompt was billed.
+CALL_USAGE = pa.DataFrameSchema(
+    name="call_usage",
     columns={
-        "episode_id": Column(str),
-        "turn": Column(int, Check.ge(1)),
-        "agent_model": Column(str),
+        **{name: MESSAGES.columns[name] for name in ("episode_id", "turn", "position", "speaker", "agent_model")},
         "user_tokens": Column(int, NONNEG),
+        "reasoning_tokens": Column(int, NONNEG),
         "completion_tokens": Column(int, NONNEG),
         "billed_prompt_tokens": Column(int, Check.gt(0)),
+        "billing": Column(str, Check.isin(BILLING)),
     },
-    checks=[Check(lambda df: ~df.duplicated(["episode_id", "turn", "agent_model"]),
-                  error="one row per (episode_id, turn, agent_model)")],
+    checks=[Check(lambda df: ~df.duplicated(["episode_id", "position"]), error="one row per (episode_id, position)"),
+            Check(lambda df: df["completion_tokens"] >= df["reasoning_tokens"],
+                  error="completion_tokens include reasoning_tokens")],
     strict=True,
 )
 
@@ -43,7 +43,8 @@ EPISODE_USAGE = pa.DataFrameSchema(
     columns={
         "episode_id": Column(str, unique=True),
         "n_turns": Column(int, Check.ge(1)),
-        "n_agents": Column(int, Check.ge(2)),
+        "n_agents": Column(int, Check.ge(1)),
+        "n_calls": Column(int, NONNEG),
         "user_tokens": Column(int, NONNEG),
         "completion_tokens": Column(int, NONNEG),
         "billed_prompt_tokens": Column(int, NONNEG),

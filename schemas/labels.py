@@ -5,8 +5,11 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
+from schemas.normalized import OUTCOME_SOURCES
+
 NONNEG = Check.ge(0)
-CATEGORY = Check.str_matches(r"^(agent_[0-9]+|tie|unknown)$")
+# An outcome that does not name agents: agent_<slot>, tie, unknown, or a source's own label (pass, failure, …).
+CATEGORY = Check.str_matches(r"^(agent_[0-9]+|[a-z_]+)$")
 VERDICT_CATEGORY = Check.str_matches(r"^(agent_[0-9]+|tie|inconsistent|error)$")
 # Cosines of float32 embeddings can overshoot +-1 by rounding.
 COSINE = Check.in_range(-1.0 - 1e-5, 1.0 + 1e-5)
@@ -78,12 +81,12 @@ EPISODE_LABELS = pa.DataFrameSchema(
         "source": Column(str),
         "consensus": Column(str),
         "consensus_category": Column(str, CATEGORY),
-        "consensus_source": Column(str, Check.isin(["judge_majority", "human", "none"])),
+        "consensus_source": Column(str, Check.isin(OUTCOME_SOURCES)),
         "n_judges": Column(int, NONNEG),
         "n_consistent_judges": Column(int, NONNEG),
         "rule_outcome": Column(str),
         "rule_outcome_category": Column(str, CATEGORY),
-        "coordination_success": Column(bool),
+        "coordination_success": Column("boolean", nullable=True),
         "coordination_overhead": Column(float, Check.in_range(0, 1)),
         "agent_grades": Column(object, nullable=True),
         "mean_grade": Column(float, Check.in_range(1, 10), nullable=True),
@@ -91,7 +94,7 @@ EPISODE_LABELS = pa.DataFrameSchema(
         "mean_agent_similarity": Column(float, COSINE, nullable=True),
         "n_agreement_drops": Column(int, NONNEG),
         "n_length_imbalances": Column(int, NONNEG),
-        # Fields of the LLM-assisted labeler (coordset.llm_labels), prefixed llm_, present only when enabled.
+        # Fields of the LLM-assisted labeler (coordset.labels.llm), prefixed llm_, present only when enabled.
         "^llm_.+$": Column(regex=True, nullable=True, required=False),
     },
     checks=[

@@ -5,42 +5,43 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
-from coordset.sources import KNOWN_SOURCES
-
 SHA256 = Check.str_matches(r"^[0-9a-f]{64}$")
+ROLES = ["user", "agent", "tool"]
+OUTCOME_SOURCES = ["judge_majority", "human_vote", "human_annotation", "game_rule", "moderator_judge", "none"]
 
 
-def _nonempty_str_list(values: object) -> bool:
-    return (
-        hasattr(values, "__len__")
-        and len(values) >= 2
-        and all(isinstance(v, str) and v for v in values)
-        and len(set(values)) == len(values)
-    )
+def _distinct_names(values: object) -> bool:
+    return (hasattr(values, "__len__") and len(values) >= 1 and all(isinstance(v, str) and v for v in values)
+            and len(set(values)) == len(values))
+
+
+def _models(values: object) -> bool:
+    return hasattr(values, "__len__") and all(v is None or (isinstance(v, str) and v) for v in values)
 
 
 EPISODES = pa.DataFrameSchema(
     name="episodes",
     columns={
         "episode_id": Column(str, unique=True),
-        "source": Column(str, Check.isin(KNOWN_SOURCES)),
-        "question_id": Column(str),
+        "source": Column(str, Check.str_length(min_value=1)),
+        "group_id": Column(str),  # what a held-out split keeps together: question, task, game or project
         "category": Column(str, nullable=True),
+        "subset": Column(str, nullable=True),
         "language": Column(str),
-        "agent_models": Column(object, Check(lambda s: s.map(_nonempty_str_list), element_wise=False,
-                                             error="agent_models must list >= 2 distinct model names")),
-        "n_agents": Column(int, Check.ge(2)),
+        "agents": Column(object, Check(lambda s: s.map(_distinct_names), element_wise=False,
+                                       error="agents must list >= 1 distinct non-empty names")),
+        "agent_models": Column(object, Check(lambda s: s.map(_models), element_wise=False,
+                                             error="agent_models: a model name or null per agent")),
+        "n_agents": Column(int, Check.ge(1)),
         "n_turns": Column(int, Check.ge(1)),
-        "winner": Column(str),
-        "winner_source": Column(str, Check.isin(["judge_majority", "human", "source", "none"])),
+        "n_messages": Column(int, Check.ge(1)),
         "tstamp_start": Column(float, nullable=True),
         "tstamp_end": Column(float, nullable=True),
     },
     checks=[
-        Check(lambda df: df.apply(
-            lambda r: r["winner"] in ("tie", "unknown") or r["winner"] in list(r["agent_models"]), axis=1),
-            error="winner must be one of agent_models, 'tie' or 'unknown'"),
-        Check(lambda df: df["n_agents"] == df["agent_models"].map(len), error="n_agents == len(agent_models)"),
+        Check(lambda df: df["n_agents"] == df["agents"].map(len), error="n_agents == len(agents)"),
+        Check(lambda df: df["agents"].map(len) == df["agent_models"].map(len),
+              error="agent_models aligned with agents"),
     ],
     strict=True,
     coerce=False,
@@ -52,18 +53,57 @@ MESSAGES = pa.DataFrameSchema(
         "episode_id": Column(str),
         "turn": Column(int, Check.ge(1)),
         "position": Column(int, Check.ge(0)),
-        "role": Column(str, Check.isin(["user", "agent"])),
+        "speaker": Column(str, Check.str_length(min_value=1)),
+        "role": Column(str, Check.isin(ROLES)),
         "agent_model": Column(str, nullable=True),
         "text": Column(str),
         "text_sha256": Column(str, SHA256),
         "n_chars": Column(int, Check.ge(0)),
+        "reasoning": Column(str, nullable=True),  # private text the agent wrote but did not say
+        "prompt": Column(str, nullable=True),  # the prompt the framework logged for this call
         "tstamp": Column(float, nullable=True),
+        "logged_prompt_tokens": Column("Int64", Check.ge(0), nullable=True),
+        "logged_completion_tokens": Column("Int64", Check.ge(0), nullable=True),
     },
     checks=[
-        Check(lambda df: (df["role"] == "user") == df["agent_model"].isna(),
-              error="agent_model is set exactly for agent messages"),
+        Check(lambda df: (df["role"] == "agent") | df["agent_model"].isna(),
+              error="agent_model is set only for agent messages"),
         Check(lambda df: ~df.duplicated(["episode_id", "position"]), error="(episode_id, position) is unique"),
     ],
+    strict=True,
+)
+
+# One row per episode: the source's own outcome and who made it.
+OUTCOMES = pa.DataFrameSchema(
+    name="outcomes",
+    columns={
+        "episode_id": Column(str, unique=True),
+        "source": Column(str),
+        "outcome": Column(str, Check.str_length(min_value=1)),
+        "outcome_source": Column(str, Check.isin(OUTCOME_SOURCES)),
+        "unknown_reason": Column(str, nullable=True),
+        "mistake_agent": Column(str, nullable=True),
+        "mistake_step": Column("Int64", Check.ge(0), nullable=True),
+        "mistake_reason": Column(str, nullable=True),
+        "any_deal_passed": Column("boolean", nullable=True),
+    },
+    checks=[Check(lambda df: (df["outcome"] == "unknown") == df["unknown_reason"].notna(),
+                  error="unknown_reason is given exactly when the outcome is unknown")],
+    strict=True,
+)
+
+# Native turn-level annotations: decisive errors, proposals and their acceptance, moderator preferences.
+TURN_EVENTS = pa.DataFrameSchema(
+    name="turn_events",
+    columns={
+        "episode_id": Column(str),
+        "turn": Column(int, Check.ge(1)),
+        "position": Column("Int64", Check.ge(0), nullable=True),
+        "kind": Column(str, Check.str_length(min_value=1)),
+        "agent": Column(str, nullable=True),
+        "value": Column(float, nullable=True),
+        "detail": Column(str, nullable=True),
+    },
     strict=True,
 )
 

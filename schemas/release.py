@@ -17,8 +17,8 @@ import pandera.pandas as pa
 import pyarrow
 from pandera.pandas import Check, Column
 
-from schemas.labels import CATEGORY, COSINE
-from schemas.normalized import EPISODES
+from schemas.labels import EPISODE_LABELS
+from schemas.normalized import EPISODES, OUTCOMES
 
 AGREEMENT_LEVELS = ("low", "medium", "high", "unknown")
 EVENTS = ("agreement_drop", "length_imbalance")
@@ -26,9 +26,16 @@ LLM_PREFIX = "llm_"
 
 _str, _int, _float, _bool = pyarrow.string(), pyarrow.int64(), pyarrow.float64(), pyarrow.bool_()
 
+MESSAGE_ROW = pyarrow.struct([
+    ("position", _int), ("turn", _int), ("speaker", _str), ("role", _str), ("model", _str), ("text", _str),
+    ("reasoning", _str),
+])
 TOKEN_ROW = pyarrow.struct([
-    ("turn", _int), ("agent", _str), ("user_tokens", _int), ("completion_tokens", _int),
-    ("billed_prompt_tokens", _int),
+    ("position", _int), ("turn", _int), ("agent", _str), ("completion_tokens", _int), ("reasoning_tokens", _int),
+    ("billed_prompt_tokens", _int), ("billing", _str),
+])
+TURN_EVENT_ROW = pyarrow.struct([
+    ("turn", _int), ("position", _int), ("kind", _str), ("agent", _str), ("value", _float), ("detail", _str),
 ])
 JUDGE_ROW = pyarrow.struct([
     ("judge", _str), ("judge_id", _str), ("turn", _int), ("model_a", _str), ("model_b", _str),
@@ -47,58 +54,71 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     # The episode.
-    Field("episode_id", _str, "episode", "Unique id: `<source>/<language>/<question_id>/<model>__<model>` for the "
-          "MT-Bench sources; rows are sorted by it."),
-    Field("source", _str, "episode", "Where the episode comes from: `mt_bench_repro`, `fastchat_mt_bench`, "
-          "`chatbot_arena` or `local` (see Sources)."),
-    Field("question_id", _str, "episode", "The question (conversation) id in the source; every model pair of a "
-          "question shares it."),
-    Field("category", _str, "episode", "The source's question category (MT-Bench: writing, roleplay, reasoning, "
-          "math, coding, extraction, stem, humanities); null where the source has none."),
-    Field("language", _str, "episode", "Language of the conversation as the source gives it (`en` for MT-Bench)."),
+    Field("episode_id", _str, "episode", "Unique id, `<source>/...`; rows are sorted by it."),
+    Field("source", _str, "episode", "Where the episode comes from (see Sources)."),
+    Field("group_id", _str, "episode", "What is held out together: the MT-Bench question (every model pair of a "
+          "question shares it), the Who&When task, the negotiation game configuration, the ChatDev project."),
+    Field("category", _str, "episode", "The source's category (MT-Bench: writing, roleplay, reasoning, math, "
+          "coding, extraction, stem, humanities; Who&When: the task level; ...); null where the source has none."),
+    Field("subset", _str, "episode", "The source's own subset (Who&When: `algorithm_generated` or `hand_crafted`); "
+          "null where it has none."),
+    Field("language", _str, "episode", "Language of the conversation as the source gives it."),
     Field("date", _str, "episode", "UTC date (YYYY-MM-DD) of the episode's latest timestamp in the source data "
           "(`tstamp_end`, else `tstamp_start`); null when the source has no timestamps. Never the build date."),
-    Field("agent_models", pyarrow.list_(_str), "episode", "The agents (models), sorted by name; agent 1 is the "
-          "first. Every per-agent list below follows this order."),
-    Field("n_agents", _int, "episode", "Number of agents (2 for every shipped source)."),
-    Field("n_turns", _int, "episode", "Number of user turns."),
-    Field("winner", _str, "episode", "The source's outcome: one of `agent_models`, `tie` or `unknown` "
-          "(mt_bench_repro: the judges' majority; chatbot_arena and local: the human vote; fastchat: unknown)."),
-    Field("winner_source", _str, "episode", "Where `winner` comes from: `judge_majority`, `human`, `source` or "
-          "`none`."),
-    Field("tstamp_start", _float, "episode", "Earliest answer timestamp of the episode (unix seconds); null if none."),
-    Field("tstamp_end", _float, "episode", "Latest answer timestamp of the episode (unix seconds); null if none."),
+    Field("agents", pyarrow.list_(_str), "episode", "The agents by name (role); head-to-head sources name them by "
+          "model, sorted. Every per-agent list below follows this order."),
+    Field("agent_models", pyarrow.list_(_str), "episode", "The model behind each agent, aligned with `agents` "
+          "(models may repeat; null where the source does not say)."),
+    Field("n_agents", _int, "episode", "Number of agents."),
+    Field("n_turns", _int, "episode", "Number of turns (what a turn is depends on the source: see Sources)."),
+    Field("n_messages", _int, "episode", "Number of messages (user, agents and tools)."),
+    Field("tstamp_start", _float, "episode", "Earliest message timestamp of the episode (unix seconds); null if none."),
+    Field("tstamp_end", _float, "episode", "Latest message timestamp of the episode (unix seconds); null if none."),
     # The conversation.
-    Field("user_turns", pyarrow.list_(_str), "text", "The user's messages, one per turn."),
-    Field("responses", pyarrow.list_(pyarrow.list_(_str)), "text", "The agents' replies: one list per agent (in "
-          "`agent_models` order) of one reply per turn."),
+    Field("messages", pyarrow.list_(MESSAGE_ROW), "text", "Every message in order: `position` (0-based), `turn`, "
+          "`speaker` (an agent, `user` or a tool such as a code terminal), `role` (`user`, `agent` or `tool`), the "
+          "agent's `model` where known, the `text` it said and, where the source logs it, its private `reasoning` "
+          "(what it wrote but did not say)."),
     # Token accounting (enrich).
-    Field("token_usage_per_turn", pyarrow.list_(TOKEN_ROW), "tokens", "One row per turn and agent: `user_tokens` "
-          "(the turn's user message), `completion_tokens` (the agent's reply) and `billed_prompt_tokens` (the "
-          "whole history the agent's API call re-sends, with chat-format overhead)."),
+    Field("token_usage_per_call", pyarrow.list_(TOKEN_ROW), "tokens", "One row per agent message (an API call): "
+          "`position`, `turn`, `agent`, `completion_tokens` (its text plus any logged private reasoning, "
+          "`reasoning_tokens`), `billed_prompt_tokens` (what the call was billed for what the agent saw, with "
+          "chat-format overhead) and `billing` (the rule used: `own_thread`, `shared_history` or `logged_prompt`)."),
+    Field("n_calls", _int, "tokens", "Number of agent messages (API calls)."),
     Field("user_tokens", _int, "tokens", "Tokens of all user messages, each counted once."),
-    Field("completion_tokens", _int, "tokens", "Tokens of all agent replies (every agent, every turn)."),
+    Field("completion_tokens", _int, "tokens", "Tokens of all agent messages (every agent, every turn)."),
     Field("billed_prompt_tokens", _int, "tokens", "Prompt tokens billed over all agent calls."),
     Field("input_tokens", _int, "tokens", "Same as `billed_prompt_tokens` (input side of the episode)."),
     Field("output_tokens", _int, "tokens", "Same as `completion_tokens` (output side of the episode)."),
     Field("total_tokens", _int, "tokens", "`input_tokens + output_tokens`."),
     Field("completion_tokens_by_agent", pyarrow.list_(_int), "tokens", "Completion tokens per agent, in "
-          "`agent_models` order."),
+          "`agents` order."),
     Field("avg_tokens_per_turn", _float, "tokens", "`total_tokens / n_turns`."),
     Field("input_output_ratio", _float, "tokens", "`input_tokens / total_tokens`."),
     Field("coordination_overhead", _float, "tokens", "`|out_a - out_b| / total_tokens` over the agents' completion "
           "tokens (more than two agents: `(max - min) / total_tokens`)."),
     # Latent states (latent).
     Field("latent_per_turn", pyarrow.list_(pyarrow.list_(pyarrow.float32())), "latent", "One latent state per "
-          "turn: the recurrent coordinator's state (`rank` float32 values) after the turn's last agent message."),
-    Field("latent_split", _str, "latent", "`train` or `heldout`: the side of the latent model's question split "
-          "this episode was on (no question on both sides)."),
+          "turn: the recurrent coordinator's state (`rank` float32 values) after the turn's last message."),
+    Field("latent_split", _str, "latent", "`train` or `heldout`: the side of the latent model's group split "
+          "this episode was on (no group on both sides)."),
     # Imported judges (label).
-    Field("consensus", _str, "judges", "The judges' consensus (or the human vote): a model name, `tie` or "
-          "`unknown`."),
-    Field("consensus_category", _str, "judges", "`consensus` relative to the agent order: `agent_1`, `agent_2`, "
-          "..., `tie` or `unknown`."),
-    Field("consensus_source", _str, "judges", "`judge_majority`, `human` or `none`."),
+    Field("consensus", _str, "outcome", "The episode's outcome as its source makes it: the judges' consensus or the "
+          "human vote (a model name, `tie` or `unknown`), a human failure annotation (`failure`), a game rule "
+          "(`pass` / `fail`), a moderator or judge (`correct` / `incorrect`), or `unknown`."),
+    Field("consensus_category", _str, "outcome", "`consensus` without agent names: a winning agent becomes "
+          "`agent_1`, `agent_2`, ... by its slot; other labels stay."),
+    Field("consensus_source", _str, "outcome", "Who made it: `judge_majority`, `human_vote`, `human_annotation`, "
+          "`game_rule`, `moderator_judge` or `none`."),
+    Field("unknown_reason", _str, "outcome", "Why the outcome is `unknown`, when it is."),
+    Field("mistake_agent", _str, "outcome", "Who&When's human label: the agent responsible for the failure."),
+    Field("mistake_step", _int, "outcome", "Who&When's human label: the `position` of the decisive error."),
+    Field("mistake_reason", _str, "outcome", "Who&When's human label: why that step was the decisive error."),
+    Field("any_deal_passed", _bool, "outcome", "Negotiations: whether any deal p1 proposed during the game would "
+          "have passed by the game's rule."),
+    Field("turn_events", pyarrow.list_(TURN_EVENT_ROW), "outcome", "The source's own turn-level annotations: `kind` "
+          "(`decisive_error`, `deal_proposed`, `moderator_preference`, ...), `turn`, `position` of the message it "
+          "is about, `agent`, a number `value` (a proposal's accepting parties) and `detail`."),
     Field("n_judges", _int, "judges", "Judges that gave a verdict on this episode."),
     Field("n_consistent_judges", _int, "judges", "Of those, judges whose two orders (AB, BA) agreed."),
     Field("judge_verdicts", pyarrow.list_(JUDGE_ROW), "judges", "Each judge's verdict on the last turn it judged: "
@@ -109,16 +129,18 @@ FIELDS: tuple[Field, ...] = (
     Field("rule_outcome", _str, "rules", "The agent with the higher mean 1-10 single-answer grade of the judges; "
           "`tie` when shared, `unknown` without grades."),
     Field("rule_outcome_category", _str, "rules", "`rule_outcome` relative to the agent order."),
-    Field("coordination_success", _bool, "rules", "The outcome names a winner (neither tie nor unknown) and "
-          "`coordination_overhead` is below `thresholds.coordination_overhead`."),
+    Field("coordination_success", _bool, "rules", "Head-to-head sources: the outcome names a winner (neither tie "
+          "nor unknown) and `coordination_overhead` is below `thresholds.coordination_overhead`. Conversations among "
+          "agents: the source's own outcome is a success (a deal that passes, a correct answer); null when unknown."),
     Field("agent_grades", pyarrow.list_(_float), "rules", "Each agent's mean 1-10 grade (every judge and turn), in "
-          "`agent_models` order; null when an agent has no grade."),
+          "`agents` order; null when an agent has no grade."),
     Field("mean_grade", _float, "rules", "Mean of `agent_grades`; null without grades."),
     Field("efficiency_score", _float, "rules", "`mean_grade` per 1k completion tokens of the episode; null without "
           "grades."),
     Field("mean_agent_similarity", _float, "rules", "Mean over turns of `agent_similarity_per_turn`."),
-    Field("agent_similarity_per_turn", pyarrow.list_(_float), "rules", "Per turn: cosine similarity of the agents' "
-          "reply embeddings (mean over agent pairs); null when fewer than two agents replied."),
+    Field("agent_similarity_per_turn", pyarrow.list_(_float), "rules", "Per turn: mean pairwise cosine similarity "
+          "of the embeddings of the agent messages in that turn (a question turn's replies, a negotiation round); "
+          "null when fewer than two agent messages."),
     Field("agreement_level_per_turn", pyarrow.list_(_str), "rules", "Per turn: `low` (similarity below "
           "`thresholds.agreement_low`), `high` (at or above `thresholds.agreement_high`), `medium`, or `unknown`."),
     Field("events", pyarrow.list_(EVENT_ROW), "rules", "Turn events: `agreement_drop` (similarity fell by more than "
@@ -156,7 +178,7 @@ def describe(column: str) -> str:
     if column in LLM_DESCRIPTIONS:
         return LLM_DESCRIPTIONS[column]
     if column.startswith(LLM_PREFIX):
-        return f"LLM labeler field `{column[len(LLM_PREFIX):]}` (coordset/llm_labels.py)."
+        return f"LLM labeler field `{column[len(LLM_PREFIX):]}` (coordset/labels/llm.py)."
     raise KeyError(column)
 
 
@@ -175,24 +197,18 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
-def _str_list(value: Any) -> bool:
-    return _is_list(value) and all(isinstance(v, str) for v in value)
-
-
-def _responses(value: Any) -> bool:
-    return _is_list(value) and all(_str_list(a) for a in value)
+def _rows(row: pyarrow.StructType, name: str) -> Check:
+    keys = set(row.names)
+    return Check(lambda v: _is_list(v) and all(isinstance(r, dict) and set(r) == keys for r in v), element_wise=True,
+                 error=f"{name} rows have {list(row.names)}")
 
 
 def _token_rows(value: Any) -> bool:
     keys = set(TOKEN_ROW.names)
+    counts = keys - {"agent", "billing"}
     return _is_list(value) and all(
-        isinstance(r, dict) and set(r) == keys and all(isinstance(r[k], int) and r[k] >= 0 for k in keys - {"agent"})
+        isinstance(r, dict) and set(r) == keys and all(isinstance(r[k], int) and r[k] >= 0 for k in counts)
         for r in value)
-
-
-def _judge_rows(value: Any) -> bool:
-    keys = set(JUDGE_ROW.names)
-    return _is_list(value) and all(isinstance(r, dict) and set(r) == keys for r in value)
 
 
 def _event_rows(value: Any) -> bool:
@@ -213,14 +229,13 @@ def _optional_floats(value: Any) -> bool:
 
 
 def _lengths(df: pd.DataFrame) -> pd.Series:
-    """Every per-turn list has n_turns entries and every per-agent list n_agents."""
+    """Every per-turn list has n_turns entries, every per-agent list n_agents, every message list n_messages."""
     turns, agents = df["n_turns"], df["n_agents"]
-    ok = (df["user_turns"].map(len) == turns) & (df["latent_per_turn"].map(len) == turns)
+    ok = (df["latent_per_turn"].map(len) == turns)
     ok &= (df["agent_similarity_per_turn"].map(len) == turns) & (df["agreement_level_per_turn"].map(len) == turns)
-    ok &= (df["responses"].map(len) == agents) & (df["completion_tokens_by_agent"].map(len) == agents)
-    ok &= pd.Series([all(len(r) == t for r in rs) for rs, t in zip(df["responses"], turns, strict=True)],
-                    index=df.index)
-    ok &= df["token_usage_per_turn"].map(len) == turns * agents
+    ok &= (df["completion_tokens_by_agent"].map(len) == agents) & (df["agent_models"].map(len) == agents)
+    ok &= df["messages"].map(len) == df["n_messages"]
+    ok &= df["token_usage_per_call"].map(len) == df["n_calls"]
     return ok
 
 
@@ -229,20 +244,28 @@ def _sorted(df: pd.DataFrame) -> bool:
 
 
 def release_schema(rank: int) -> pa.DataFrameSchema:
-    """The release frame at ``rank`` (every latent vector has exactly ``rank`` values)."""
+    """The release frame at ``rank`` (every latent vector has exactly ``rank`` values).
+
+    Scalar columns that come from an earlier table are checked exactly as that table's schema checks them.
+    """
     nonneg = Check.ge(0)
     element = {"element_wise": True}
+    episode = {name: EPISODES.columns[name] for name in ("episode_id", "source", "group_id", "category", "subset",
+                                                         "language", "agents", "agent_models", "n_agents", "n_turns",
+                                                         "n_messages", "tstamp_start", "tstamp_end")}
+    outcome = {name: OUTCOMES.columns[name] for name in ("unknown_reason", "mistake_agent", "mistake_step",
+                                                         "mistake_reason", "any_deal_passed")}
+    labels = {name: EPISODE_LABELS.columns[name] for name in (
+        "consensus", "consensus_category", "consensus_source", "n_judges", "n_consistent_judges", "rule_outcome",
+        "rule_outcome_category", "coordination_success", "mean_grade", "efficiency_score", "mean_agent_similarity",
+        "n_agreement_drops", "n_length_imbalances")}
     columns = {
-        # The episode's own fields are checked exactly as the normalize stage checks them.
-        **{name: EPISODES.columns[name] for name in ("episode_id", "source", "question_id", "category", "language")},
+        **episode,
         "date": Column(str, Check.str_matches(r"^\d{4}-\d{2}-\d{2}$"), nullable=True),
-        **{name: EPISODES.columns[name] for name in ("agent_models", "n_agents", "n_turns", "winner",
-                                                     "winner_source", "tstamp_start", "tstamp_end")},
-        "user_turns": Column(object, Check(_str_list, error="user_turns is a list of strings", **element)),
-        "responses": Column(object, Check(_responses, error="responses is a list (agents) of lists (turns) of text",
-                                          **element)),
-        "token_usage_per_turn": Column(object, Check(_token_rows, error="token_usage_per_turn rows have "
+        "messages": Column(object, _rows(MESSAGE_ROW, "messages")),
+        "token_usage_per_call": Column(object, Check(_token_rows, error="token_usage_per_call rows have "
                                                      f"{list(TOKEN_ROW.names)}", **element)),
+        "n_calls": Column(int, nonneg),
         "user_tokens": Column(int, nonneg),
         "completion_tokens": Column(int, nonneg),
         "billed_prompt_tokens": Column(int, nonneg),
@@ -257,22 +280,13 @@ def release_schema(rank: int) -> pa.DataFrameSchema:
         "coordination_overhead": Column(float, Check.in_range(0, 1)),
         "latent_per_turn": Column(object, _latent(rank)),
         "latent_split": Column(str, Check.isin(["train", "heldout"])),
-        "consensus": Column(str),
-        "consensus_category": Column(str, CATEGORY),
-        "consensus_source": Column(str, Check.isin(["judge_majority", "human", "none"])),
-        "n_judges": Column(int, nonneg),
-        "n_consistent_judges": Column(int, nonneg),
-        "judge_verdicts": Column(object, Check(_judge_rows, error=f"judge_verdicts rows have {list(JUDGE_ROW.names)}",
-                                               **element)),
-        "rule_outcome": Column(str),
-        "rule_outcome_category": Column(str, CATEGORY),
-        "coordination_success": Column(bool),
+        **outcome,
+        "turn_events": Column(object, _rows(TURN_EVENT_ROW, "turn_events")),
+        **labels,
+        "judge_verdicts": Column(object, _rows(JUDGE_ROW, "judge_verdicts")),
         "agent_grades": Column(object, Check(lambda v: v is None or _optional_floats(v),
                                              error="agent_grades is null or a list of grades", **element),
                                nullable=True),
-        "mean_grade": Column(float, Check.in_range(1, 10), nullable=True),
-        "efficiency_score": Column(float, nonneg, nullable=True),
-        "mean_agent_similarity": Column(float, COSINE, nullable=True),
         "agent_similarity_per_turn": Column(object, Check(_optional_floats, error="agent_similarity_per_turn is a "
                                                           "list of similarities or nulls", **element)),
         "agreement_level_per_turn": Column(object, Check(
@@ -280,18 +294,16 @@ def release_schema(rank: int) -> pa.DataFrameSchema:
             error=f"agreement_level_per_turn values are in {list(AGREEMENT_LEVELS)}", **element)),
         "events": Column(object, Check(_event_rows, error=f"events rows are {{turn, event in {list(EVENTS)}}}",
                                        **element)),
-        "n_agreement_drops": Column(int, nonneg),
-        "n_length_imbalances": Column(int, nonneg),
-        f"^{LLM_PREFIX}.+$": Column(regex=True, nullable=True, required=False),
     }
+    assert set(columns) == set(FIELD_NAMES), "every field has a check and every check a field"
+    columns = {name: columns[name] for name in FIELD_NAMES}  # in the published order
+    columns[f"^{LLM_PREFIX}.+$"] = Column(regex=True, nullable=True, required=False)
     return pa.DataFrameSchema(
         name="release",
         columns=columns,
         checks=[
-            Check(lambda df: df.apply(lambda r: r["winner"] in ("tie", "unknown") or r["winner"] in r["agent_models"],
-                                      axis=1), error="winner is one of agent_models, tie or unknown"),
-            Check(lambda df: df["n_agents"] == df["agent_models"].map(len), error="n_agents == len(agent_models)"),
-            Check(_lengths, error="per-turn lists have n_turns entries, per-agent lists n_agents"),
+            *EPISODES.checks,
+            Check(_lengths, error="per-turn lists have n_turns entries, per-agent lists n_agents, messages n_messages"),
             Check(lambda df: df["total_tokens"] == df["input_tokens"] + df["output_tokens"],
                   error="total_tokens == input_tokens + output_tokens"),
             Check(lambda df: df["n_consistent_judges"] <= df["n_judges"], error="n_consistent_judges <= n_judges"),
@@ -312,15 +324,17 @@ RECORD_KEYS: dict[str, Any] = {
     "input": None,
     "context": {
         "agents": None,
+        "agent_models": None,
+        "messages": None,
         "responses": None,
         "winner": None,
-        "token_usage": {"per_turn": None, "totals": None, "communication_efficiency": None, "method": None},
+        "token_usage": {"per_call": None, "totals": None, "communication_efficiency": None, "method": None},
         "latent_states": {"per_turn": None, "method": None, "rank": None, "split": None, "error": None},
         "coordination_outcomes": {"judges": None, "rule": None, "llm": None},
     },
-    "output": {"outcome": None, "outcome_category": None, "coordination_success": None},
+    "output": {"outcome": None, "outcome_category": None, "outcome_source": None, "coordination_success": None},
     "metadata": {"source": None, "licence": None, "annotation_version": None, "date": None, "episode_id": None,
-                 "question_id": None, "category": None, "language": None},
+                 "group_id": None, "category": None, "subset": None, "language": None},
 }
 
 

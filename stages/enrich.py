@@ -1,16 +1,14 @@
-"""enrich: data/normalized/ -> data/enriched/{messages,turns,episodes}.parquet + metrics/enrich.json."""
+"""enrich: data/normalized/ -> data/enriched/{messages,calls,episodes}.parquet + metrics/enrich.json."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from coordset import atomic
-from coordset.enrich import enrich, enrich_settings
+from coordset.enrich.usage import enrich, enrich_settings
 from coordset.params import load_params
-from schemas import check
-from schemas.enriched import EPISODE_USAGE, MESSAGE_TOKENS, TURN_USAGE
+from schemas import read_checked
+from schemas.enriched import CALL_USAGE, EPISODE_USAGE, MESSAGE_TOKENS
 from schemas.normalized import EPISODES, MESSAGES
 from stages._entry import run
 
@@ -19,17 +17,14 @@ OUT = Path("data/enriched")
 
 
 def main() -> None:
-    params = load_params()
-    enrich_settings(params)  # bad params fail before any data is read
-    episodes = check(pd.read_parquet(IN / "episodes.parquet"), EPISODES, str(IN / "episodes.parquet"))
-    messages = check(pd.read_parquet(IN / "messages.parquet"), MESSAGES, str(IN / "messages.parquet"))
-    usage = enrich(episodes, messages, params)
-    outputs = {"messages": (usage.messages, MESSAGE_TOKENS), "turns": (usage.turns, TURN_USAGE),
-               "episodes": (usage.episodes, EPISODE_USAGE)}
-    for name, (frame, schema) in outputs.items():
-        check(frame, schema, str(OUT / f"{name}.parquet"))
-    for name, (frame, _) in outputs.items():
-        atomic.write_parquet(OUT / f"{name}.parquet", frame)
+    settings = enrich_settings(load_params())  # bad params fail before any data is read
+    usage = enrich(read_checked(IN / "episodes.parquet", EPISODES), read_checked(IN / "messages.parquet", MESSAGES),
+                   settings)
+    atomic.write_checked({
+        OUT / "messages.parquet": (usage.messages, MESSAGE_TOKENS),
+        OUT / "calls.parquet": (usage.calls, CALL_USAGE),
+        OUT / "episodes.parquet": (usage.episodes, EPISODE_USAGE),
+    })
     atomic.write_json("metrics/enrich.json", usage.metrics)
 
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import torch
 
 from coordset import atomic
-from coordset.latent import build_sequences, latent_settings, split_questions
-from coordset.latent_metrics import (
+from coordset.latent import build_sequences, check_rank, latent_settings, split_groups
+from coordset.latent.metrics import (
     compression,
     explained_variance,
     mse,
@@ -23,16 +23,19 @@ from coordset.latent_metrics import (
     pca_baseline,
     winner_probe,
 )
-from coordset.latent_model import predict, train
+from coordset.latent.model import predict, train
 from coordset.params import load_params
-from schemas import check
+from schemas import check, read_checked
+from schemas.embeddings import EMBEDDINGS
 from schemas.latent import latent_states
+from schemas.normalized import EPISODES, OUTCOMES
 from stages._entry import run
 
-EPISODES = Path("data/normalized/episodes.parquet")
+EPISODES_PATH = Path("data/normalized/episodes.parquet")
+OUTCOMES_PATH = Path("data/normalized/outcomes.parquet")
 MESSAGES = Path("data/normalized/messages.parquet")
 TOKENS = Path("data/enriched/messages.parquet")
-EMBEDDINGS = Path("data/embeddings/embeddings.parquet")
+EMBEDDINGS_PATH = Path("data/embeddings/embeddings.parquet")
 OUT = Path("data/latent/latent_states.parquet")
 MODEL = Path("models/latent_model.pt")
 
@@ -45,15 +48,14 @@ def read_messages(path: Path) -> pd.DataFrame:
 
 
 def main() -> None:
-    params = load_params()
-    settings = latent_settings(params)  # bad params fail here, before any data is read
-    episodes = pd.read_parquet(EPISODES).sort_values("episode_id").reset_index(drop=True)
+    settings = latent_settings(load_params())  # bad params fail here, before any data is read
+    episodes = read_checked(EPISODES_PATH, EPISODES).sort_values("episode_id").reset_index(drop=True)
     messages = read_messages(MESSAGES)
-    embeddings = pd.read_parquet(EMBEDDINGS)
-    settings = latent_settings(params, embedding_dim=len(embeddings["embedding"].iloc[0]))
+    embeddings = read_checked(EMBEDDINGS_PATH, EMBEDDINGS)
+    check_rank(settings, len(embeddings["embedding"].iloc[0]))
     seq = build_sequences(episodes, messages, embeddings)
-    split_of = split_questions(episodes["question_id"], settings.holdout_fraction, settings.seed)
-    splits = episodes["question_id"].map(split_of).to_numpy()
+    split_of = split_groups(episodes["group_id"], settings.holdout_fraction, settings.seed)
+    splits = episodes["group_id"].map(split_of).to_numpy()
     train_rows, held_rows = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "heldout")
     fit = train(seq, train_rows, held_rows, settings)
     states, _, _ = predict(fit.model, seq, readouts=False)
@@ -74,7 +76,8 @@ def main() -> None:
     train_emb = seq.embeddings[train_rows]
     train_next, _, train_current = next_step_pairs(train_emb, train_emb, mask[train_rows])
     final = np.stack([states[e, seq.turn_ends[e][-1][1]] for e in range(len(seq.episode_ids))])
-    outcomes, questions = outcome_categories(episodes), episodes["question_id"].to_numpy()
+    outcomes = outcome_categories(episodes, read_checked(OUTCOMES_PATH, OUTCOMES))
+    questions = episodes["group_id"].to_numpy()
     # The probe is scored on held-out questions; over all episodes too (5x the data, still grouped by
     # question, but there the latent model has seen the texts of the training questions).
     probe_all = winner_probe(final, outcomes, questions, settings.probe_folds, settings.seed)

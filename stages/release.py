@@ -9,9 +9,9 @@ dataset card).
 
 from __future__ import annotations
 
-from coordset.dataset_card import CardInputs, render_card
 from coordset.params import load_params
 from coordset.release import OUT_DIR, read_inputs, release_settings, write_release
+from coordset.release.card import CardInputs, render_card
 from stages._entry import run
 
 

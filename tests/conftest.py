@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.openai_server import FakeOpenAI, serve_openai
+from testkit.openai_server import FakeOpenAI, serve_openai
 
 
 @pytest.fixture
 def openai_server() -> Iterator[FakeOpenAI]:
-    """A real OpenAI-compatible endpoint on 127.0.0.1 (tests/openai_server.py), stopped after the test."""
+    """A real OpenAI-compatible endpoint on 127.0.0.1 (testkit/openai_server.py), stopped after the test."""
     with serve_openai() as server:
         yield server

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-MIRROR = Path(os.environ.get("COORDSET_MIRROR", REPO.parent / "shared" / "mirror")).resolve()
+from testkit.pipeline import MIRROR, REPO  # noqa: F401  (re-exported for the tests)
 
 
 def repo_params(**overrides: Any) -> dict[str, Any]:
@@ -52,3 +50,12 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
     return path
+
+
+def fetch_raw(raw: Path, *names: str, params: dict[str, Any] | None = None) -> Path:
+    """Fetch sources' pinned files from the mirror into ``raw/<name>`` as the fetch stage does; return ``raw``."""
+    from coordset.sources import REGISTRY
+
+    for name in names:
+        REGISTRY[name].fetch_into(raw / name, params or repo_params(), mirror=MIRROR)
+    return raw

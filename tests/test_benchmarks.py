@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from testkit.pipeline import DVC_ENV
 from tests.helpers import MIRROR, REPO
-from tests.pipeline import DVC_ENV
 
-pytestmark = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")]
 
 
 def test_quick_benchmark_writes_results_and_table(tmp_path: Path) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coordset.enrich import enrich
+from coordset.enrich.usage import enrich, enrich_settings
 from coordset.normalize import normalize
+from testkit.pipeline import DVC_ENV, copy_repo, dvc
 from tests.helpers import MIRROR, arena_record, repo_params, write_jsonl
-from tests.pipeline import DVC_ENV, copy_repo, dvc
 
 needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")
 
@@ -28,7 +28,7 @@ def test_one_megabyte_message_is_counted_not_refused(tmp_path: Path, monkeypatch
     monkeypatch.setenv("COORDSET_MIRROR", str(MIRROR))
     tables = normalize(params, tmp_path)
     assert tables.messages["n_chars"].max() == len(huge) > 1_000_000
-    usage = enrich(tables.episodes, tables.messages, params)
+    usage = enrich(tables.episodes, tables.messages, enrich_settings(params))
     # "word" then " word" x 209,999 are one token each; the trailing space is one more.
     assert usage.messages["n_tokens"].max() == 210_001
     # The huge reply is billed again as history at turn 2, so it dominates input and output alike.
@@ -37,30 +37,35 @@ def test_one_megabyte_message_is_counted_not_refused(tmp_path: Path, monkeypatch
 
 
 @needs_mirror
+@pytest.mark.kill
 def test_stage_killed_mid_run_leaves_no_partial_file_and_repro_recovers(tmp_path: Path) -> None:
-    project = copy_repo(tmp_path / "project")
-    dvc(project, "repro", "enrich")
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace("tokens_per_message: 3", "tokens_per_message: 4"))
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "enrich"], cwd=project,
+    """Kill `dvc repro latent` (and the stage under it) once training is seen to be under way."""
+    project = copy_repo(tmp_path / "project", small=True)
+    dvc(project, "repro", "embed")
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "latent"], cwd=project,
                             env={**os.environ, **DVC_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            start_new_session=True)
     assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:
-        if "Running stage 'enrich'" in line or time.monotonic() > deadline:
+    seen, deadline = b"", time.monotonic() + 600
+    # The event: the latent stage's progress bar has counted its second epoch (tqdm redraws with \r, not \n).
+    while b"| 2/" not in seen.rsplit(b"latent: train", 1)[-1] and time.monotonic() < deadline:
+        chunk = proc.stdout.read1(4096)
+        if not chunk:
             break
-    time.sleep(0.5)  # let the stage get into its work, then kill dvc and the stage together
+        seen += chunk
+    assert b"latent: train" in seen, seen.decode(errors="replace")[-2000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)  # reaped, so DVC sees the lock holder is gone
+    assert not (project / "data/latent/latent_states.parquet").exists()  # killed before it wrote anything
     for path in (project / "data").rglob("*.parquet"):
         pd.read_parquet(path)  # whatever exists is whole: written atomically or not at all
-    assert not list((project / "data").rglob("*.tmp"))
-    result = dvc(project, "repro", "enrich")
-    assert "Running stage 'enrich'" in result.stdout
-    assert dvc(project, "status", "enrich", "--json").stdout.strip() == "{}"
-    totals = pd.read_parquet(project / "data/enriched/turns.parquet")
-    assert len(totals) == 1200 * 2 * 2
+    assert not list(project.rglob(".*.tmp"))
+    result = dvc(project, "repro", "latent")
+    assert "Running stage 'latent'" in result.stdout
+    assert dvc(project, "status", "latent", "--json").stdout.strip() == "{}"
+    episodes = pd.read_parquet(project / "data/normalized/episodes.parquet")
+    states = pd.read_parquet(project / "data/latent/latent_states.parquet")
+    assert len(states) == episodes["n_turns"].sum()
 
 
 # (stage, dotted key, bad value, text the error must contain). The project has no data at all, so a

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from coordset import sources_mtbench as mtb
 from coordset.errors import CoordsetError
-from coordset.judges import (
+from coordset.labels.agreement import as_categories, compare_outcomes, llm_predictions, llm_quality
+from coordset.labels.judges import (
     cohen_kappa,
     episode_consensus,
     episode_verdicts,
@@ -21,8 +21,8 @@ from coordset.judges import (
     kappa_matrix,
     pairwise_cohen,
 )
-from coordset.label_agreement import as_categories, compare_outcomes, llm_predictions, llm_quality
 from coordset.records import SkipLog
+from coordset.sources import mtbench_files as mtb
 from schemas import check
 from schemas.labels import JUDGE_CONSISTENCY, JUDGE_EPISODE_VERDICTS
 from tests.helpers import MIRROR
@@ -164,24 +164,30 @@ def test_a_verdict_on_another_pair_or_episode_is_refused() -> None:
     ],
 )
 def test_consensus_rules(orders: tuple, expected: str) -> None:
+    verdicts = _verdicts(_judged("e1", *orders))
+    # The one majority rule, applied by normalize to make the episode's outcome.
+    assert mtb.judge_majority(verdicts.to_dict("records")) == {"e1": expected}
     episodes = _episodes(("e1", ["x", "y"], "unknown", "judge_majority"))
-    per_judge = episode_verdicts(_verdicts(_judged("e1", *orders)), episodes)
-    row = episode_consensus(per_judge, episodes).iloc[0]
+    per_judge = episode_verdicts(verdicts, episodes)
+    outcomes = pd.DataFrame([{"episode_id": "e1", "outcome": expected, "outcome_source": "judge_majority"}])
+    row = episode_consensus(per_judge, outcomes).iloc[0]
     assert row["consensus"] == expected and row["consensus_source"] == "judge_majority"
     assert row["n_judges"] == len(orders)
     assert row["n_consistent_judges"] == sum(o in (X, Y, TIE) for o in orders)
 
 
-def test_unjudged_episodes_take_the_human_vote_or_stay_unknown() -> None:
+def test_unjudged_episodes_keep_their_source_outcome() -> None:
     episodes = _episodes(
-        ("arena/1", ["x", "y"], "y", "human"),
-        ("arena/2", ["x", "y"], "tie", "human"),
+        ("arena/1", ["x", "y"], "y", "human_vote"),
+        ("arena/2", ["x", "y"], "tie", "human_vote"),
         ("fastchat/1", ["x", "y"], "unknown", "none"),
     )
+    outcomes = episodes.rename(columns={"winner": "outcome", "winner_source": "outcome_source"})
     per_judge = episode_verdicts(_verdicts([]), episodes)
-    out = episode_consensus(per_judge, episodes).set_index("episode_id")
+    out = episode_consensus(per_judge, outcomes).set_index("episode_id")
     assert out["consensus"].to_dict() == {"arena/1": "y", "arena/2": "tie", "fastchat/1": "unknown"}
-    assert out["consensus_source"].to_dict() == {"arena/1": "human", "arena/2": "human", "fastchat/1": "none"}
+    assert out["consensus_source"].to_dict() == {"arena/1": "human_vote", "arena/2": "human_vote",
+                                                 "fastchat/1": "none"}
     assert out["n_judges"].eq(0).all()
 
 

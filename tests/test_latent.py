@@ -16,16 +16,18 @@ import yaml
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.latent import (
-    MAX_AGENTS,
+    ROLE_SLOTS,
     LatentSettings,
     Sequences,
     build_sequences,
+    check_rank,
     latent_settings,
-    split_questions,
+    split_groups,
 )
-from coordset.latent_metrics import mse, next_step_pairs, no_memory_same_rank, pca_baseline
-from coordset.latent_model import deterministic_torch, predict, train
-from coordset.records import sha256_text
+from coordset.latent.metrics import mse, next_step_pairs, no_memory_same_rank, pca_baseline
+from coordset.latent.model import deterministic_torch, predict, train
+from coordset.normalize import episode_frames
+from coordset.sources.parallel import Conversation, parallel_episode
 from stages import latent as latent_stage
 from tests.helpers import repo_params
 
@@ -51,19 +53,19 @@ def test_bad_latent_params_are_refused_naming_the_key(key: str, value: object) -
 
 def test_rank_is_checked_against_the_actual_embedding_size() -> None:
     with pytest.raises(ParamError, match="embedding size 16"):
-        latent_settings(repo_params(rank=17), embedding_dim=16)
-    assert latent_settings(repo_params(rank=16), embedding_dim=16).rank == 16
+        check_rank(latent_settings(repo_params(rank=17)), 16)
+    check_rank(latent_settings(repo_params(rank=16)), 16)
 
 
-def test_split_keeps_every_question_on_one_side() -> None:
+def test_split_keeps_every_group_on_one_side() -> None:
     questions = pd.Series([str(q) for q in range(81, 161) for _ in range(15)])
-    split = split_questions(questions, 0.2, seed=0)
+    split = split_groups(questions, 0.2, seed=0)
     assert set(split.values()) == {"train", "heldout"}
     assert sum(v == "heldout" for v in split.values()) == 16
     assigned = questions.map(split)
     assert (assigned.groupby(questions).nunique() == 1).all()
-    assert split == split_questions(questions.sample(frac=1, random_state=3), 0.2, seed=0)  # order-free
-    assert split != split_questions(questions, 0.2, seed=1)
+    assert split == split_groups(questions.sample(frac=1, random_state=3), 0.2, seed=0)  # order-free
+    assert split != split_groups(questions, 0.2, seed=1)
 
 
 def test_pca_baseline_matches_an_svd_projection() -> None:
@@ -112,7 +114,7 @@ def _rotating_sequences(n_episodes: int = 120, steps: int = 8, dim: int = 24, se
         for t in range(steps):
             emb[e, t] = z @ lift + 0.01 * rng.normal(size=dim)
             z = rotation @ z
-    roles = np.zeros((n_episodes, steps, 1 + MAX_AGENTS), np.float32)
+    roles = np.zeros((n_episodes, steps, ROLE_SLOTS), np.float32)
     roles[:, :, 0] = 1
     return Sequences([f"e{i:03d}" for i in range(n_episodes)], emb, roles, np.ones((n_episodes, steps), bool),
                      [[(t + 1, t) for t in range(steps)] for _ in range(n_episodes)])
@@ -167,33 +169,39 @@ DIM = 16
 
 
 def _write_project(root: Path, rank: int = 4, cell: str = "gru") -> None:
-    """10 questions x 6 model pairs x 2 turns: normalized + enriched messages, embeddings, params.yaml."""
+    """10 questions x 6 model pairs x 2 turns, every table in its schema's shape: normalized episodes, messages
+    and outcomes, enriched message tokens, embeddings, params.yaml."""
     rng = np.random.default_rng(7)
     models = ["alpha", "beta", "gamma", "delta"]
-    episodes, messages = [], []
+    convs = []
     for q in range(10):
         for pair in itertools.combinations(sorted(models), 2):
-            eid = f"local/q{q}/{pair[0]}__{pair[1]}"
-            episodes.append({"episode_id": eid, "question_id": f"q{q}", "agent_models": list(pair),
-                             "winner": rng.choice([*pair, "tie"])})
-            for turn in (1, 2):
-                for who in (None, *pair):
-                    text = f"q{q} turn {turn} " + (f"answer by {who}" if who else "user asks")
-                    messages.append({"episode_id": eid, "turn": turn, "position": len(messages) % 6,
-                                     "role": "agent" if who else "user", "agent_model": who, "text": text,
-                                     "text_sha256": sha256_text(text)})
-    messages_frame = pd.DataFrame(messages)
-    hashes = sorted(set(messages_frame["text_sha256"]))
+            replies = {m: [f"q{q} turn {t} answer by {m}" for t in (1, 2)] for m in pair}
+            convs.append(parallel_episode(Conversation(
+                episode_id=f"local/q{q}/{pair[0]}__{pair[1]}", source="local", question_id=f"q{q}", category=None,
+                language="en", user_turns=[f"q{q} turn {t} user asks" for t in (1, 2)], replies=replies,
+                winner=str(rng.choice([*pair, "tie"])), winner_source="human_vote"), "test"))
+    episodes, messages = episode_frames(convs)
+    outcomes = pd.DataFrame({"episode_id": [e.episode_id for e in convs], "source": "local",
+                             "outcome": [e.outcome.label for e in convs], "outcome_source": "human_vote",
+                             "unknown_reason": None, "mistake_agent": None, "mistake_step": None,
+                             "mistake_reason": None, "any_deal_passed": None}).astype(
+        {"mistake_step": "Int64", "any_deal_passed": "boolean", "unknown_reason": "str", "mistake_agent": "str",
+         "mistake_reason": "str"})
+    hashes = sorted(set(messages["text_sha256"]))
     vectors = rng.normal(size=(len(hashes), DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    (root / "data/normalized").mkdir(parents=True)
-    (root / "data/enriched").mkdir(parents=True)
-    (root / "data/embeddings").mkdir(parents=True)
-    pd.DataFrame(episodes).to_parquet(root / "data/normalized/episodes.parquet")
-    messages_frame.to_parquet(root / "data/normalized/messages.parquet")
-    messages_frame.drop(columns=["text"]).assign(n_tokens=messages_frame["text"].str.split().str.len()).to_parquet(
-        root / "data/enriched/messages.parquet")
-    pd.DataFrame({"text_sha256": hashes, "embedding": list(vectors)}).to_parquet(
+    for folder in ("normalized", "enriched", "embeddings"):
+        (root / "data" / folder).mkdir(parents=True)
+    episodes.to_parquet(root / "data/normalized/episodes.parquet")
+    messages.to_parquet(root / "data/normalized/messages.parquet")
+    outcomes.to_parquet(root / "data/normalized/outcomes.parquet")
+    messages[["episode_id", "turn", "position", "speaker", "role", "agent_model", "text_sha256"]].assign(
+        n_tokens=messages["text"].str.split().str.len().astype("int64"),
+        reasoning_tokens=pd.array([None] * len(messages), dtype="Int64"),
+    ).to_parquet(root / "data/enriched/messages.parquet")
+    pd.DataFrame({"text_sha256": hashes, "embedding": list(vectors), "n_wordpieces": 8, "n_chunks": 1,
+                  "truncated": False, "long_text_method": "truncate"}).to_parquet(
         root / "data/embeddings/embeddings.parquet")
     params = repo_params(rank=rank, **{"latent.cell": cell, "latent.epochs": 3, "latent.probe_folds": 3,
                                        "latent.batch_size": 16})

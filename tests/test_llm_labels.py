@@ -1,4 +1,4 @@
-"""LLM-assisted labels through the real openai client, over HTTP, against tests/openai_server.py."""
+"""LLM-assisted labels through the real openai client, over HTTP, against testkit/openai_server.py."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from coordset.errors import CoordsetError, ParamError
-from coordset.llm_cache import AnswerCache
-from coordset.llm_labels import LlmSettings, label_with_llm, llm_settings, require_credentials
-from coordset.llm_prompt import (
+from coordset.labels.llm import LlmSettings, label_with_llm, llm_settings, require_credentials
+from coordset.labels.llm_cache import AnswerCache
+from coordset.labels.llm_prompt import (
     SYSTEM_MESSAGE,
     Turn,
     extract_payload,
@@ -24,10 +24,10 @@ from coordset.llm_prompt import (
     payload_nonce,
     validate_answer,
 )
-from schemas import check
+from schemas import SchemaViolation, check
 from schemas.llm_labels import LLM_LABELS
+from testkit.openai_server import INJECTED, WINNER_MARK, FakeOpenAI, conversation
 from tests.helpers import REPO, repo_params
-from tests.openai_server import INJECTED, WINNER_MARK, FakeOpenAI, conversation
 
 API_KEY = "sk-test-coordset-0123456789abcdef-SECRET"
 MODEL = "judge-test-model"
@@ -148,7 +148,7 @@ KILLED_CHILD = """
 import sys
 from pathlib import Path
 import pandas as pd
-from coordset.llm_labels import LlmSettings, label_with_llm
+from coordset.labels.llm import LlmSettings, label_with_llm
 data = Path(sys.argv[1])
 label_with_llm(pd.read_parquet(data / "episodes.parquet"), pd.read_parquet(data / "messages.parquet"),
                model=sys.argv[2], settings=LlmSettings(enabled=True, concurrency=2, timeout_s=10),
@@ -375,6 +375,6 @@ def test_the_schema_refuses_labels_on_rows_that_are_not_valid() -> None:
     frame = pd.DataFrame([row]).astype({"consistent": "boolean", "agreement": "str", "preferred": "str",
                                         "preferred_ab": "str", "preferred_ba": "str", "reason": "str",
                                         "prompt_tokens": "int64", "completion_tokens": "int64"})
-    with pytest.raises(CoordsetError, match="label fields are set exactly on valid rows"):
+    with pytest.raises(SchemaViolation, match="label fields are set exactly on valid rows"):
         check(frame, LLM_LABELS, "test")
     check(frame.assign(success_score=float("nan")), LLM_LABELS, "test")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from testkit.pipeline import SMALL_BUILD, copy_repo, dvc, lock_hashes, read_json
 from tests.helpers import MIRROR
-from tests.pipeline import copy_repo, dvc, lock_hashes, read_json
 
 pytestmark = [pytest.mark.pipeline,
               pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")]
@@ -16,39 +16,49 @@ pytestmark = [pytest.mark.pipeline,
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = copy_repo(tmp_path_factory.mktemp("coordset"))
+    project = copy_repo(tmp_path_factory.mktemp("coordset"), small=True)
     dvc(project, "repro")
     return project
+
+
+N_EPISODES = 1200 + sum(SMALL_BUILD.values())
 
 
 def test_default_source_counts(built: Path) -> None:
     metrics = read_json(built / "metrics/enrich.json")
     assert metrics["by_source"]["mt_bench_repro"]["episodes"] == 1200
     assert metrics["by_source"]["mt_bench_repro"]["turns"] == 2400
-    assert metrics["overall"]["messages"] == 7200
+    for name, n in SMALL_BUILD.items():
+        assert metrics["by_source"][name]["episodes"] == n
+    assert metrics["by_source"]["chatdev"]["vs_logged_usage"]["completion"]["calls"] > 0
     episodes = pd.read_parquet(built / "data/normalized/episodes.parquet")
-    assert len(episodes) == 1200
+    assert len(episodes) == N_EPISODES
+    labels = read_json(built / "metrics/labels.json")
+    assert set(labels["native_outcomes"]) == {"mt_bench_repro", *SMALL_BUILD}
+    assert labels["native_outcomes"]["who_when"]["outcome"] == {"failure": 12}
 
 
 def test_release_has_every_episode_in_both_shapes(built: Path) -> None:
     import json
 
     release = pd.read_parquet(built / "data/release/coordset.parquet")
-    assert len(release) == 1200 and release["episode_id"].is_unique
-    assert {"token_usage_per_turn", "latent_per_turn", "consensus", "coordination_success"} <= set(release.columns)
+    assert len(release) == N_EPISODES and release["episode_id"].is_unique
+    assert {"token_usage_per_call", "latent_per_turn", "consensus", "coordination_success"} <= set(release.columns)
     with open(built / "data/release/coordset.jsonl", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
-    assert len(rows) == 1200
+    assert len(rows) == N_EPISODES
     first = rows[0]
     assert set(first) == {"input", "context", "output", "metadata"}
     assert {"agents", "responses", "winner", "token_usage", "latent_states", "coordination_outcomes"} <= set(
         first["context"])
-    assert {"per_turn", "totals", "communication_efficiency"} <= set(first["context"]["token_usage"])
+    assert {"per_call", "totals", "communication_efficiency"} <= set(first["context"]["token_usage"])
     latent = first["context"]["latent_states"]
     assert len(latent["per_turn"][0]["vector"]) == latent["rank"] == 8
     assert {"source", "annotation_version", "date"} <= set(first["metadata"])
     card = (built / "data/release/README.md").read_text()
     assert card.startswith("---\n") and "license:" in card
+    for name in ("mt_bench_repro", *SMALL_BUILD):
+        assert f"### `{name}` (" in card
 
 
 def test_second_repro_does_nothing(built: Path) -> None:
@@ -92,8 +102,8 @@ def test_threshold_sweep_reruns_only_labels_and_release(built: Path) -> None:
 
 def test_full_run_round_trips_through_s3(built: Path, tmp_path: Path) -> None:
     """`dvc push` of the whole build to a real S3-compatible server; a fresh clone pulls it, nothing re-runs."""
-    from tests.pipeline import git
-    from tests.s3_server import s3_server
+    from testkit.pipeline import git
+    from testkit.s3_server import s3_server
 
     git(built, "add", "-A")
     git(built, "commit", "-qm", "built")
@@ -123,8 +133,8 @@ def test_llm_labels_through_dvc_and_no_key_anywhere(built: Path) -> None:
     """The label stage with the LLM on, against the tests' OpenAI-compatible server; then a secret scan."""
     import yaml
 
-    from tests.openai_server import serve_openai
-    from tests.pipeline import git
+    from testkit.openai_server import serve_openai
+    from testkit.pipeline import git
 
     params_path = built / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
@@ -135,7 +145,7 @@ def test_llm_labels_through_dvc_and_no_key_anywhere(built: Path) -> None:
         first = dvc(built, "repro", env=env)
         assert "Running stage 'label'" in first.stdout
         assert server.call_count == 12  # 6 episodes, each asked in both agent orders
-        rerun = dvc(built, "repro", "--force", "label", env=env)
+        rerun = dvc(built, "repro", "--force", "--single-item", "label", env=env)
         assert server.call_count == 12  # the cache answered everything: no call paid twice
     labels = read_json(built / "metrics/labels.json")
     assert labels["llm"] is not None

@@ -20,15 +20,19 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from coordset.dataset_card import docstring, hf_feature, latent_findings, not_beaten, size_category
 from coordset.errors import CoordsetError, ParamError
+from coordset.normalize import episode_frames
 from coordset.release import (
     EpisodeJoiner,
     read_inputs,
     release_settings,
     write_release,
 )
-from schemas import check
+from coordset.release.card import hf_feature, latent_findings, not_beaten, size_category
+from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
+from coordset.sources.parallel import Conversation, parallel_episode
+from schemas import SchemaViolation, check
+from schemas.labels import EPISODE_LABELS
 from schemas.release import FIELD_NAMES, FIELDS, arrow_schema, release_schema
 from tests.helpers import REPO, repo_params
 
@@ -52,9 +56,26 @@ def _episode_id(question: str, pair: tuple[str, str]) -> str:
     return f"mt_bench_repro/en/{question}/{pair[0]}__{pair[1]}"
 
 
-def build_inputs(root: Path, *, llm: bool = False) -> dict[str, pd.DataFrame]:
-    """Every input of the release stage for 3 questions x 3 model pairs x 2 turns, consistent across tables."""
-    episodes, messages, turns, usage, latent, labels, turn_labels, verdicts = ([] for _ in range(8))
+def _group_chat() -> Episode:
+    """A Who&When-like episode: a task, three agents and a code terminal, a human failure label."""
+    return Episode(
+        episode_id="who_when/hand_crafted/1", source="who_when", group_id="task-1", subset="hand_crafted",
+        agents=(Agent("Orchestrator", "gpt-4o"), Agent("WebSurfer"), Agent("Coder", "gpt-4o")),
+        messages=(Message("user", "user", "Find the café.", 1, tstamp=T0),
+                  Message("Orchestrator", "agent", "Plan: search.", 2, reasoning="thinking"),
+                  Message("WebSurfer", "agent", "I clicked a link.", 3),
+                  Message("terminal", "tool", "exitcode: 0", 4),
+                  Message("Coder", "agent", "Done.", 5)),
+        outcome=Outcome("failure", "human_annotation", mistake_agent="WebSurfer", mistake_step=2,
+                        mistake_reason="wrong link"),
+        events=(TurnEvent("decisive_error", 3, position=2, agent="WebSurfer", detail="wrong link"),))
+
+
+def build_inputs(root: Path, *, llm: bool = False, group_chat: bool = False) -> dict[str, pd.DataFrame]:
+    """Every input of the release stage for 3 questions x 3 model pairs x 2 turns (and, with ``group_chat``, one
+    Who&When-like episode), consistent across tables and each in its schema's shape."""
+    convs, outcomes, latent, labels, turn_labels, verdicts = ([] for _ in range(6))
+    tokens: dict[tuple[str, int, str], int] = {}
     rng = np.random.default_rng(0)
     for q_index, question in enumerate(QUESTIONS):
         for pair in itertools.combinations(MODELS, 2):
@@ -63,41 +84,20 @@ def build_inputs(root: Path, *, llm: bool = False) -> dict[str, pd.DataFrame]:
             start = T0 + 3600 * q_index if dated else None
             end = start + 86_400 if dated else None  # the latest timestamp is one day later: 2023-11-15 (q 81)
             winner = pair[1]
-            episodes.append({"episode_id": eid, "source": "mt_bench_repro", "question_id": question,
-                             "category": "writing", "language": "en", "agent_models": list(pair), "n_agents": 2,
-                             "n_turns": 2, "winner": winner, "winner_source": "judge_majority",
-                             "tstamp_start": start, "tstamp_end": end})
-            position = 0
-            completion = {m: 0 for m in pair}
+            convs.append(parallel_episode(Conversation(
+                eid, "mt_bench_repro", question, "writing", "en", [f"Question {question} turn {t}" for t in (1, 2)],
+                {m: [f"{m} answers {question}/{t} ünïcode" for t in (1, 2)] for m in pair}, winner, "judge_majority",
+                {pair[0]: start, pair[1]: end}), "test"))
+            outcomes.append({"episode_id": eid, "source": "mt_bench_repro", "outcome": winner,
+                             "outcome_source": "judge_majority"})
             for turn in (1, 2):
-                user = f"Question {question} turn {turn}"
-                messages.append({"episode_id": eid, "turn": turn, "position": position, "role": "user",
-                                 "agent_model": None, "text": user, "text_sha256": _sha(user), "n_chars": len(user),
-                                 "tstamp": None})
-                position += 1
                 for k, model in enumerate(pair):
-                    reply = f"{model} answers {question}/{turn} ünïcode"
-                    messages.append({"episode_id": eid, "turn": turn, "position": position, "role": "agent",
-                                     "agent_model": model, "text": reply, "text_sha256": _sha(reply),
-                                     "n_chars": len(reply), "tstamp": end if k else start})
-                    position += 1
-                    tokens = 10 * turn + 5 * k
-                    completion[model] += tokens
-                    turns.append({"episode_id": eid, "turn": turn, "agent_model": model, "user_tokens": 4,
-                                  "completion_tokens": tokens, "billed_prompt_tokens": 7 + 20 * (turn - 1)})
+                    tokens[(eid, turn, model)] = 10 * turn + 5 * k
                 latent.append({"episode_id": eid, "turn": turn, "split": "heldout" if question == "83" else "train",
                                "latent": rng.normal(size=RANK).astype(np.float32)})
-                similarity = 0.9 if turn == 1 else 0.6
-                turn_labels.append({"episode_id": eid, "turn": turn, "agent_similarity": similarity,
+                turn_labels.append({"episode_id": eid, "turn": turn, "agent_similarity": 0.9 if turn == 1 else 0.6,
                                     "agreement_level": "high" if turn == 1 else "medium",
                                     "agreement_drop": turn == 2, "length_imbalance": False})
-            out = sum(completion.values())
-            billed = 2 * (7 + 27)
-            usage.append({"episode_id": eid, "n_turns": 2, "n_agents": 2, "user_tokens": 8, "completion_tokens": out,
-                          "billed_prompt_tokens": billed, "input_tokens": billed, "output_tokens": out,
-                          "total_tokens": billed + out, "completion_tokens_by_agent": [completion[m] for m in pair],
-                          "avg_tokens_per_turn": (billed + out) / 2, "input_output_ratio": billed / (billed + out),
-                          "coordination_overhead": abs(completion[pair[0]] - completion[pair[1]]) / (billed + out)})
             for judge in JUDGES:
                 verdicts.append({"episode_id": eid, "judge_id": judge, "judge_name": judge.upper(), "turn": 2,
                                  "model_a": pair[0], "model_b": pair[1], "winner_ab": "B", "winner_ba": "A",
@@ -105,21 +105,76 @@ def build_inputs(root: Path, *, llm: bool = False) -> dict[str, pd.DataFrame]:
             labels.append({"episode_id": eid, "source": "mt_bench_repro", "consensus": winner,
                            "consensus_category": "agent_2", "consensus_source": "judge_majority", "n_judges": 2,
                            "n_consistent_judges": 2, "rule_outcome": winner, "rule_outcome_category": "agent_2",
-                           "coordination_success": True, "coordination_overhead": usage[-1]["coordination_overhead"],
-                           "agent_grades": [7.0, 8.5], "mean_grade": 7.75, "efficiency_score": 7.75 / (out / 1000),
+                           "coordination_success": True, "agent_grades": [7.0, 8.5], "mean_grade": 7.75,
                            "mean_agent_similarity": 0.75, "n_agreement_drops": 1, "n_length_imbalances": 0})
-    labels_frame = pd.DataFrame(labels)
+    if group_chat:
+        chat = _group_chat()
+        convs.append(chat)
+        outcomes.append({"episode_id": chat.episode_id, "source": "who_when", "outcome": "failure",
+                         "outcome_source": "human_annotation", "mistake_agent": "WebSurfer", "mistake_step": 2,
+                         "mistake_reason": "wrong link"})
+        for turn in range(1, 6):
+            latent.append({"episode_id": chat.episode_id, "turn": turn, "split": "train",
+                           "latent": rng.normal(size=RANK).astype(np.float32)})
+            turn_labels.append({"episode_id": chat.episode_id, "turn": turn, "agent_similarity": None,
+                                "agreement_level": "unknown", "agreement_drop": False, "length_imbalance": False})
+        labels.append({"episode_id": chat.episode_id, "source": "who_when", "consensus": "failure",
+                       "consensus_category": "failure", "consensus_source": "human_annotation", "n_judges": 0,
+                       "n_consistent_judges": 0, "rule_outcome": "unknown", "rule_outcome_category": "unknown",
+                       "coordination_success": False, "agent_grades": None, "mean_grade": None,
+                       "mean_agent_similarity": None, "n_agreement_drops": 0, "n_length_imbalances": 0})
+    episodes, messages = episode_frames(convs)
+    events = pd.DataFrame([{"episode_id": e.episode_id, "turn": ev.turn, "position": ev.position, "kind": ev.kind,
+                            "agent": ev.agent, "value": ev.value, "detail": ev.detail}
+                           for e in convs for ev in e.events],
+                          columns=["episode_id", "turn", "position", "kind", "agent", "value", "detail"])
+    agents = messages[messages["role"] == "agent"]
+    calls = agents[["episode_id", "turn", "position", "speaker", "agent_model"]].assign(
+        user_tokens=4, reasoning_tokens=0,
+        completion_tokens=[tokens.get(k, 3) for k in zip(agents["episode_id"], agents["turn"], agents["speaker"],
+                                                         strict=True)],
+        billed_prompt_tokens=[7 + 20 * (t - 1) for t in agents["turn"]], billing="own_thread").reset_index(drop=True)
+    usage = []
+    for eid, names in zip(episodes["episode_id"], episodes["agents"], strict=True):
+        rows = calls[calls["episode_id"] == eid]
+        by_agent = [int(rows.loc[rows["speaker"] == a, "completion_tokens"].sum()) for a in names]
+        out, billed = sum(by_agent), int(rows["billed_prompt_tokens"].sum())
+        n_turns = int(episodes.set_index("episode_id").at[eid, "n_turns"])
+        usage.append({"episode_id": eid, "n_turns": n_turns, "n_agents": len(names), "n_calls": len(rows),
+                      "user_tokens": 8, "completion_tokens": out, "billed_prompt_tokens": billed,
+                      "input_tokens": billed, "output_tokens": out, "total_tokens": billed + out,
+                      "completion_tokens_by_agent": by_agent, "avg_tokens_per_turn": (billed + out) / n_turns,
+                      "input_output_ratio": billed / (billed + out),
+                      "coordination_overhead": (max(by_agent) - min(by_agent)) / (billed + out)})
+    overhead = {u["episode_id"]: u["coordination_overhead"] for u in usage}
+    completion = {u["episode_id"]: u["completion_tokens"] for u in usage}
+    for row in labels:
+        row["coordination_overhead"] = overhead[row["episode_id"]]
+        row["efficiency_score"] = None if row["mean_grade"] is None else row["mean_grade"] / (
+            completion[row["episode_id"]] / 1000)
+    outcome_frame = pd.DataFrame(outcomes, columns=["episode_id", "source", "outcome", "outcome_source",
+                                                    "unknown_reason", "mistake_agent", "mistake_step",
+                                                    "mistake_reason", "any_deal_passed"]).astype(
+        {"unknown_reason": "str", "mistake_agent": "str", "mistake_reason": "str", "mistake_step": "Int64",
+         "any_deal_passed": "boolean"})
+    labels_frame = pd.DataFrame(labels).astype({"coordination_success": "boolean", "mean_grade": float,
+                                                 "efficiency_score": float, "mean_agent_similarity": float})
+    labels_frame = labels_frame[[c for c in EPISODE_LABELS.columns if c in labels_frame]]
     if llm:
         labels_frame["llm_status"] = "valid"
         labels_frame["llm_valid"] = True
-        labels_frame["llm_preferred"] = [e["winner"] for e in episodes]
+        labels_frame["llm_preferred"] = [e.outcome.label for e in convs]
         labels_frame["llm_consistent"] = pd.array([True] * len(labels_frame), dtype="boolean")
         labels_frame["llm_success_score"] = 7.5
         labels_frame.loc[0, ["llm_status", "llm_preferred", "llm_success_score"]] = [None, None, None]
     tables = {
-        "data/normalized/episodes.parquet": pd.DataFrame(episodes),
-        "data/normalized/messages.parquet": pd.DataFrame(messages),
-        "data/enriched/turns.parquet": pd.DataFrame(turns),
+        "data/normalized/episodes.parquet": episodes,
+        "data/normalized/messages.parquet": messages,
+        "data/normalized/outcomes.parquet": outcome_frame,
+        "data/normalized/turn_events.parquet": events.astype({"position": "Int64", "value": float, "turn": "int64",
+                                                              "episode_id": "str", "kind": "str", "agent": "str",
+                                                              "detail": "str"}),
+        "data/enriched/calls.parquet": calls,
         "data/enriched/episodes.parquet": pd.DataFrame(usage),
         "data/latent/latent_states.parquet": pd.DataFrame(latent),
         "data/labels/episode_labels.parquet": labels_frame,
@@ -188,15 +243,16 @@ def test_parquet_has_every_field_one_sorted_row_per_episode(built: Path) -> None
     assert len(frame) == 9 and frame["episode_id"].is_monotonic_increasing and frame["episode_id"].is_unique
     assert pq.read_schema(path).remove_metadata().equals(arrow_schema())
     row = frame.set_index("episode_id").loc[_episode_id("81", ("alpha", "gamma"))]
-    assert list(row["user_turns"]) == ["Question 81 turn 1", "Question 81 turn 2"]
-    assert [list(r) for r in row["responses"]] == [["alpha answers 81/1 ünïcode", "alpha answers 81/2 ünïcode"],
-                                                   ["gamma answers 81/1 ünïcode", "gamma answers 81/2 ünïcode"]]
+    assert [(m["speaker"], m["text"]) for m in row["messages"]] == [
+        ("user", "Question 81 turn 1"), ("alpha", "alpha answers 81/1 ünïcode"),
+        ("gamma", "gamma answers 81/1 ünïcode"), ("user", "Question 81 turn 2"),
+        ("alpha", "alpha answers 81/2 ünïcode"), ("gamma", "gamma answers 81/2 ünïcode")]
     assert [len(v) for v in row["latent_per_turn"]] == [RANK, RANK]
     assert row["latent_per_turn"][0].dtype == np.float32
     assert [v["judge_id"] for v in row["judge_verdicts"]] == list(JUDGES)
     assert [(e["turn"], e["event"]) for e in row["events"]] == [(2, "agreement_drop")]
     assert list(row["agreement_level_per_turn"]) == ["high", "medium"]
-    assert [(t["turn"], t["agent"]) for t in row["token_usage_per_turn"]] == [
+    assert [(t["turn"], t["agent"]) for t in row["token_usage_per_call"]] == [
         (1, "alpha"), (1, "gamma"), (2, "alpha"), (2, "gamma")]
     assert row["total_tokens"] == row["input_tokens"] + row["output_tokens"]
     assert row["date"] == "2023-11-15" and row["latent_split"] == "train"
@@ -211,7 +267,7 @@ def test_jsonl_rows_carry_every_key_of_the_seed_shape(built: Path) -> None:
         context = record["context"]
         assert set(context) >= {"agents", "responses", "winner", "token_usage", "latent_states",
                                 "coordination_outcomes"}
-        assert set(context["token_usage"]) >= {"per_turn", "totals", "communication_efficiency"}
+        assert set(context["token_usage"]) >= {"per_call", "totals", "communication_efficiency"}
         assert set(context["token_usage"]["communication_efficiency"]) == {
             "avg_tokens_per_turn", "input_output_ratio", "coordination_overhead"}
         latent = context["latent_states"]
@@ -228,8 +284,10 @@ def test_jsonl_rows_carry_every_key_of_the_seed_shape(built: Path) -> None:
         meta = record["metadata"]
         assert set(meta) >= {"source", "annotation_version", "date"} and ("licence" in meta or "license" in meta)
         assert meta["annotation_version"] == "9.8.7" and meta["licence"] == "Apache-2.0"
-        assert record["input"] == [f"Question {meta['question_id']} turn {t}" for t in (1, 2)]
+        assert record["input"] == [f"Question {meta['group_id']} turn {t}" for t in (1, 2)]
         assert list(context["responses"]) == context["agents"]
+        assert context["winner"] == record["output"]["outcome"] == context["agents"][1]
+        assert context["coordination_outcomes"]["native"]["outcome_source"] == "judge_majority"
 
 
 def test_latent_vectors_in_jsonl_are_the_parquet_float32_values(built: Path) -> None:
@@ -273,9 +331,10 @@ def test_card_describes_every_column_and_reports_the_baselines_honestly(built: P
     assert "computed on 1 of 9 episodes" in card and "**few episodes**" in card
     assert "b3b827d39249feebeb859ddc1cb41a24ff2b92fe" in card and "edacaa5bd955893e72a7e6f0899d8301fd5ae492" in card
     assert "CC-BY-NC-4.0" in card
+    assert "### `mt_bench_repro` (9 episodes, Apache-2.0)" in card  # a section per source in this build
     assert "thresholds" in card and "| agreement_high | 0.8 |" in card
-    why = docstring("coordset.latent")
-    assert why and all(f"> {line}".rstrip() in card for line in why.splitlines())  # quotes why this cell
+    assert "contains that PCA as a special case" in card  # says why this cell, in its own words
+    assert "> " not in card.split("## Params of this build")[0]  # no docstring quoted
 
 
 def test_missing_input_stops_naming_the_file(built: Path, tmp_path: Path) -> None:
@@ -293,7 +352,7 @@ def test_missing_input_stops_naming_the_file(built: Path, tmp_path: Path) -> Non
     ("data/labels/turn_labels.parquet", "extra_episode", "not in data/normalized/episodes.parquet"),
     ("data/enriched/episodes.parquet", "drop_first", "no rows for 1 episode"),
     ("data/latent/latent_states.parquet", "drop_first", "has 1 turn rows, expected 2"),
-    ("data/normalized/messages.parquet", "drop_agent", "agent messages, expected 4"),
+    ("data/enriched/calls.parquet", "drop_first", "has 3 calls (agent messages), expected 4"),
 ])
 def test_inputs_that_do_not_match_the_episodes_are_refused(tmp_path: Path, rel: str, change: str,
                                                            message: str) -> None:
@@ -335,17 +394,18 @@ def _frame(project: Path) -> pd.DataFrame:
 @pytest.mark.parametrize(("column", "breakage", "message"), [
     ("latent_per_turn", lambda v: [v[0], v[1][:-1]], "latent_per_turn holds vectors of 4 finite float32"),
     ("latent_per_turn", lambda v: [v[0], np.full(RANK, np.nan, np.float32)], "finite float32"),
-    ("user_turns", lambda v: v[:1], "per-turn lists have n_turns entries"),
+    ("agent_similarity_per_turn", lambda v: v[:1], "per-turn lists have n_turns entries"),
+    ("messages", lambda v: v[:1], "messages n_messages"),
     ("agreement_level_per_turn", lambda v: ["high", "sky-high"], "agreement_level_per_turn values"),
     ("events", lambda v: [{"turn": 1, "event": "explosion"}], "events rows"),
-    ("consensus_category", lambda v: "agent_one", "consensus_category"),
+    ("consensus_category", lambda v: "Agent One!", "consensus_category"),
 ])
 def test_schema_rejects_a_broken_row(tmp_path: Path, column: str, breakage: Any, message: str) -> None:
     build_inputs(tmp_path)
     frame = _frame(tmp_path)
     check(frame, release_schema(RANK), "data/release/coordset.parquet")  # the unbroken frame passes
     frame.at[3, column] = breakage(frame.at[3, column])
-    with pytest.raises(CoordsetError) as err:
+    with pytest.raises(SchemaViolation) as err:
         check(frame, release_schema(RANK), "data/release/coordset.parquet")
     text = str(err.value)
     assert "data/release/coordset.parquet" in text and message in text
@@ -354,7 +414,7 @@ def test_schema_rejects_a_broken_row(tmp_path: Path, column: str, breakage: Any,
 def test_schema_rejects_unsorted_rows(tmp_path: Path) -> None:
     build_inputs(tmp_path)
     frame = _frame(tmp_path).iloc[::-1].reset_index(drop=True)
-    with pytest.raises(CoordsetError, match="rows sorted by episode_id"):
+    with pytest.raises(SchemaViolation, match="rows sorted by episode_id"):
         check(frame, release_schema(RANK), "data/release/coordset.parquet")
 
 
@@ -378,6 +438,26 @@ def test_llm_labels_are_released_when_enabled(tmp_path: Path) -> None:
     assert llm["model"] == "gpt-4o-mini" and llm["preferred"] == lines[1]["context"]["winner"]
     assert llm["consistent"] is True and llm["success_score"] == 7.5
     assert lines[0]["context"]["coordination_outcomes"]["llm"]["status"] is None
+
+
+def test_a_group_chat_episode_is_released_with_its_native_labels(tmp_path: Path) -> None:
+    build_inputs(tmp_path, group_chat=True)
+    settings = _settings(tmp_path)
+    write_release(read_inputs(settings, tmp_path), settings, tmp_path / "out")
+    frame = pd.read_parquet(tmp_path / "out/coordset.parquet").set_index("episode_id")
+    row = frame.loc["who_when/hand_crafted/1"]
+    assert list(row["agents"]) == ["Orchestrator", "WebSurfer", "Coder"]
+    assert list(row["agent_models"]) == ["gpt-4o", None, "gpt-4o"]
+    assert [m["role"] for m in row["messages"]] == ["user", "agent", "agent", "tool", "agent"]
+    assert row["messages"][1]["reasoning"] == "thinking" and row["messages"][0]["reasoning"] is None
+    assert (row["mistake_agent"], row["mistake_step"], row["consensus"]) == ("WebSurfer", 2, "failure")
+    assert [e["kind"] for e in row["turn_events"]] == ["decisive_error"]
+    assert len(row["latent_per_turn"]) == 5 and row["n_calls"] == 3
+    record = next(json.loads(x) for x in (tmp_path / "out/coordset.jsonl").read_text().splitlines()
+                  if json.loads(x)["metadata"]["source"] == "who_when")
+    assert record["context"]["winner"] is None and record["metadata"]["licence"] == "MIT"
+    assert record["context"]["responses"]["WebSurfer"] == ["I clicked a link."]
+    assert record["context"]["coordination_outcomes"]["native"]["mistake_step"] == 2
 
 
 def test_llm_enabled_without_llm_labels_is_a_stale_build(tmp_path: Path) -> None:

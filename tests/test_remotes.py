@@ -1,6 +1,6 @@
 """DVC remotes against real servers, in a throwaway two-stage DVC project.
 
-S3 is moto's S3-compatible server on 127.0.0.1 (tests/s3_server.py) reached through dvc-s3; the read-only
+S3 is moto's S3-compatible server on 127.0.0.1 (testkit/s3_server.py) reached through dvc-s3; the read-only
 HTTP remote is the same bucket's path-style URL, as a public bucket serves it; the directory remote is
 whatever the repository's own .dvc/config makes the default. Every dvc call is a real
 `python -m dvc` subprocess with no AWS settings inherited from the machine running the tests.
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testkit.s3_server import S3Server, closed_port, s3_server
 from tests.helpers import REPO
-from tests.s3_server import S3Server, closed_port, s3_server
 
 PREPARE = """\
 import os, sys, yaml

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from coordset.errors import CoordsetError, ParamError
-from coordset.rule_labels import (
+from coordset.labels.rules import (
     Thresholds,
     agreement_level,
     episode_rule_labels,
@@ -21,9 +21,11 @@ from coordset.rule_labels import (
     read_thresholds,
     turn_rule_labels,
 )
+from coordset.normalize import episode_frames
+from coordset.sources.parallel import Conversation, parallel_episode
 from stages import label as label_stage
+from testkit.openai_server import WINNER_MARK, FakeOpenAI
 from tests.helpers import repo_params
-from tests.openai_server import WINNER_MARK, FakeOpenAI
 
 T = Thresholds(
     coordination_overhead=0.25, agreement_low=0.5, agreement_high=0.8, agreement_drop=0.15, length_ratio=3.0
@@ -134,11 +136,11 @@ def _turn_tables(similarities: list[float], tokens: list[tuple[int, int]] | None
         for agent, vector in (("x", [1.0, 0.0]), ("y", _unit(sim))):
             sha = hashlib.sha256(f"{t}{agent}".encode()).hexdigest()
             messages.append(
-                {"episode_id": "e", "turn": t, "role": "agent", "agent_model": agent, "text_sha256": sha}
+                {"episode_id": "e", "turn": t, "role": "agent", "speaker": agent, "text_sha256": sha}
             )
             embeddings.append({"text_sha256": sha, "embedding": np.array(vector, dtype=np.float64) * (t + 1)})
         for agent, n in zip(("x", "y"), (tokens or [(100, 100)] * len(similarities))[t - 1], strict=True):
-            turns.append({"episode_id": "e", "turn": t, "agent_model": agent, "completion_tokens": n})
+            turns.append({"episode_id": "e", "turn": t, "speaker": agent, "completion_tokens": n})
     return pd.DataFrame(messages), pd.DataFrame(turns), pd.DataFrame(embeddings)
 
 
@@ -155,7 +157,7 @@ def test_turn_labels_similarity_levels_and_drop_boundaries() -> None:
 def test_turn_labels_length_imbalance_and_missing_reply() -> None:
     messages, turns, embeddings = _turn_tables([0.3, 0.3], tokens=[(300, 100), (299, 100)])
     messages = messages[
-        ~((messages["turn"] == 2) & (messages["agent_model"] == "y"))
+        ~((messages["turn"] == 2) & (messages["speaker"] == "y"))
     ]  # y did not reply to turn 2
     out = turn_rule_labels(messages, turns, embeddings, T)
     assert out["length_imbalance"].tolist() == [True, False]
@@ -167,13 +169,13 @@ def test_more_than_two_agents_use_the_mean_pairwise_cosine() -> None:
     vectors = {"x": [1.0, 0.0], "y": [2.0, 0.0], "z": [0.0, 1.0]}  # pairs: 1, 0, 0
     messages = pd.DataFrame(
         [
-            {"episode_id": "e", "turn": 1, "role": "agent", "agent_model": m, "text_sha256": m * 64}
+            {"episode_id": "e", "turn": 1, "role": "agent", "speaker": m, "text_sha256": m * 64}
             for m in vectors
         ]
     )
     embeddings = pd.DataFrame({"text_sha256": [m * 64 for m in vectors], "embedding": list(vectors.values())})
     turns = pd.DataFrame(
-        {"episode_id": "e", "turn": 1, "agent_model": list(vectors), "completion_tokens": 10}
+        {"episode_id": "e", "turn": 1, "speaker": list(vectors), "completion_tokens": 10}
     )
     out = turn_rule_labels(messages, turns, embeddings, T)
     assert out["agent_similarity"].iloc[0] == pytest.approx(1 / 3)
@@ -191,8 +193,8 @@ def _episode_frames(overheads: list[float], consensus: list[str]):
         {
             "episode_id": ids,
             "source": "mt_bench_repro",
-            "question_id": "1",
-            "agent_models": [["x", "y"]] * len(ids),
+            "group_id": "1",
+            "agents": [["x", "y"]] * len(ids),
         }
     )
     usage = pd.DataFrame({"episode_id": ids, "completion_tokens": 2000, "coordination_overhead": overheads})
@@ -264,12 +266,21 @@ def test_efficiency_is_mean_agent_grade_per_1k_completion_tokens() -> None:
 
 def test_ungraded_agents_and_other_sources_get_no_grade_based_labels() -> None:
     episodes, usage, consensus = _episode_frames([0.1, 0.1], ["x", "x"])
-    episodes["agent_models"] = [["x", "w"], ["x", "y"]]
+    episodes["agents"] = [["x", "w"], ["x", "y"]]
     episodes.loc[1, "source"] = "fastchat_mt_bench"  # same question id and models, but not graded
     out = episode_rule_labels(episodes, usage, GRADES, consensus, T)
     assert out["rule_outcome"].tolist() == ["unknown", "unknown"]
     assert out["efficiency_score"].isna().all() and out["mean_grade"].isna().all()
     assert out["coordination_success"].tolist() == [True, True]
+
+
+def test_conversations_among_agents_take_success_from_their_native_outcome() -> None:
+    episodes, usage, consensus = _episode_frames([0.9, 0.0, 0.0], ["pass", "fail", "unknown"])
+    episodes["source"] = "llm_deliberation"
+    out = episode_rule_labels(episodes, usage, GRADES, consensus, T)
+    # the token-spread heuristic does not apply: a passing deal is a success whatever the overhead
+    assert out["coordination_success"].astype(object).where(out["coordination_success"].notna(), None).tolist() == [
+        True, False, None]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -281,166 +292,69 @@ def _sha(text: str) -> str:
 
 
 def _write_inputs(root: Path, **params: object) -> None:
+    """Every input of the label stage in its schema's shape: a local (human vote) and a judged MT-Bench episode."""
     mt, local = "mt_bench_repro/en/1/x__y", "local/q1"
-    episodes = pd.DataFrame(
-        [
-            {
-                "episode_id": local,
-                "source": "local",
-                "question_id": "q1",
-                "category": None,
-                "language": "en",
-                "agent_models": ["a", "b"],
-                "n_agents": 2,
-                "n_turns": 1,
-                "winner": "a",
-                "winner_source": "human",
-                "tstamp_start": 1.0,
-                "tstamp_end": 2.0,
-            },
-            {
-                "episode_id": mt,
-                "source": "mt_bench_repro",
-                "question_id": "1",
-                "category": "writing",
-                "language": "en",
-                "agent_models": ["x", "y"],
-                "n_agents": 2,
-                "n_turns": 2,
-                "winner": "y",
-                "winner_source": "judge_majority",
-                "tstamp_start": float("nan"),
-                "tstamp_end": float("nan"),
-            },
-        ]
-    )
-    verdicts = pd.DataFrame(
-        [
-            {
-                "episode_id": mt,
-                "judge_id": j,
-                "question_id": "1",
-                "model_a": "y",
-                "model_b": "x",
-                "winner_ab": ab,
-                "winner_ba": ba,
-                "winner": w,
-                "turn": 2,
-                "tstamp": float("nan"),
-            }
-            for j, ab, ba, w in (
-                ("j1", "A", "B", "y"),
-                ("j2", "A", "B", "y"),
-                ("j3", "A", "A", "inconsistent"),
-            )
-        ]
-    )
-    replies = {
+    replies = {  # (episode, turn) -> agent -> (embedding, completion tokens)
+        (local, 1): {"a": ([0.0, 1.0], 50), "b": ([0.0, 1.0], 60)},
         (mt, 1): {"x": ([1.0, 0.0], 100), "y": ([0.9, 0.43589], 320)},
         (mt, 2): {"x": ([1.0, 0.0], 100), "y": ([0.6, 0.8], 110)},
-        (local, 1): {"a": ([0.0, 1.0], 50), "b": ([0.0, 2.0], 60)},
     }
-    messages, turns, embeddings = [], [], []
-    for (eid, t), agents in replies.items():
-        position = (t - 1) * 3
-        messages.append(
-            {
-                "episode_id": eid,
-                "turn": t,
-                "position": position,
-                "role": "user",
-                "agent_model": None,
-                "text_sha256": _sha(f"{eid}{t}user"),
-                "n_tokens": 10,
-            }
-        )
-        for k, (agent, (vector, tokens)) in enumerate(agents.items(), start=1):
-            sha = _sha(f"{eid}{t}{agent}")
-            messages.append(
-                {
-                    "episode_id": eid,
-                    "turn": t,
-                    "position": position + k,
-                    "role": "agent",
-                    "agent_model": agent,
-                    "text_sha256": sha,
-                    "n_tokens": tokens,
-                }
-            )
-            turns.append(
-                {
-                    "episode_id": eid,
-                    "turn": t,
-                    "agent_model": agent,
-                    "user_tokens": 10,
-                    "completion_tokens": tokens,
-                    "billed_prompt_tokens": 20,
-                }
-            )
-            embeddings.append({"text_sha256": sha, "embedding": np.array(vector, dtype=np.float32)})
-    # Normalized messages (with text) for the LLM labeler: y's replies carry the mark the test server prefers.
-    texts = []
-    for row in messages:
-        who = row["agent_model"]
-        text = f"Question {row['turn']}?" if who is None else f"{who} answers turn {row['turn']}."
-        text += " " + WINNER_MARK if who == "y" else ""
-        texts.append(
-            {
-                **{k: v for k, v in row.items() if k != "n_tokens"},
-                "text": text,
-                "n_chars": len(text),
-                "tstamp": float("nan"),
-            }
-        )
-    turns_frame = pd.DataFrame(turns)
+
+    def text(who: str, turn: int) -> str:  # y's replies carry the mark the test server prefers
+        return f"{who} answers turn {turn}." + (" " + WINNER_MARK if who == "y" else "")
+
+    convs = [
+        Conversation(local, "local", "q1", None, "en", ["Question 1?"], {m: [text(m, 1)] for m in "ab"}, "a",
+                     "human_vote", {"a": 1.0, "b": 2.0}),
+        Conversation(mt, "mt_bench_repro", "1", "writing", "en", ["Question 1?", "Question 2?"],
+                     {m: [text(m, 1), text(m, 2)] for m in "xy"}, "y", "judge_majority"),
+    ]
+    episodes, messages = episode_frames([parallel_episode(c, "test") for c in convs])
+    outcomes = pd.DataFrame({"episode_id": [local, mt], "source": ["local", "mt_bench_repro"], "outcome": ["a", "y"],
+                             "outcome_source": ["human_vote", "judge_majority"]}).assign(
+        unknown_reason=pd.Series([None, None], dtype="str"), mistake_agent=pd.Series([None, None], dtype="str"),
+        mistake_step=pd.array([None, None], dtype="Int64"), mistake_reason=pd.Series([None, None], dtype="str"),
+        any_deal_passed=pd.array([None, None], dtype="boolean"))
+    verdicts = pd.DataFrame([
+        {"episode_id": mt, "judge_id": j, "question_id": "1", "model_a": "y", "model_b": "x", "winner_ab": ab,
+         "winner_ba": ba, "winner": w, "turn": 2, "tstamp": float("nan")}
+        for j, ab, ba, w in (("j1", "A", "B", "y"), ("j2", "A", "B", "y"), ("j3", "A", "A", "inconsistent"))])
+    tokens = {(e, t, a): n for (e, t), agents in replies.items() for a, (_, n) in agents.items()}
+    key = list(zip(messages["episode_id"], messages["turn"], messages["speaker"], strict=True))
+    enriched = messages[["episode_id", "turn", "position", "speaker", "role", "agent_model", "text_sha256"]].assign(
+        n_tokens=[tokens.get(k, 10) for k in key], reasoning_tokens=pd.array([None] * len(key), dtype="Int64"))
+    agents = enriched[enriched["role"] == "agent"]
+    calls = agents[["episode_id", "turn", "position", "speaker", "agent_model"]].assign(
+        user_tokens=10, reasoning_tokens=0, completion_tokens=agents["n_tokens"], billed_prompt_tokens=20,
+        billing="own_thread").reset_index(drop=True)
     usage = []
     for eid, models in ((local, ["a", "b"]), (mt, ["x", "y"])):
-        rows = turns_frame[turns_frame["episode_id"] == eid]
-        by_agent = [int(rows.loc[rows["agent_model"] == m, "completion_tokens"].sum()) for m in models]
-        out, billed, n_turns = (
-            sum(by_agent),
-            int(rows["billed_prompt_tokens"].sum()),
-            int(rows["turn"].nunique()),
-        )
-        usage.append(
-            {
-                "episode_id": eid,
-                "n_turns": n_turns,
-                "n_agents": 2,
-                "user_tokens": 10 * n_turns,
-                "completion_tokens": out,
-                "billed_prompt_tokens": billed,
-                "input_tokens": billed,
-                "output_tokens": out,
-                "total_tokens": billed + out,
-                "completion_tokens_by_agent": by_agent,
-                "avg_tokens_per_turn": (billed + out) / n_turns,
-                "input_output_ratio": billed / (billed + out),
-                "coordination_overhead": abs(by_agent[0] - by_agent[1]) / (billed + out),
-            }
-        )
-    grades = pd.DataFrame(
-        [
-            {
-                "question_id": "1",
-                "model_id": m,
-                "judge_id": "j1",
-                "mode": "single_grade",
-                "turn": 1,
-                "score": s,
-            }
-            for m, s in (("x", 6.0), ("y", 8.0))
-        ]
-    )
+        rows = calls[calls["episode_id"] == eid]
+        by_agent = [int(rows.loc[rows["speaker"] == m, "completion_tokens"].sum()) for m in models]
+        out, billed, n_turns = sum(by_agent), int(rows["billed_prompt_tokens"].sum()), int(rows["turn"].nunique())
+        usage.append({
+            "episode_id": eid, "n_turns": n_turns, "n_agents": 2, "n_calls": len(rows), "user_tokens": 10 * n_turns,
+            "completion_tokens": out, "billed_prompt_tokens": billed, "input_tokens": billed, "output_tokens": out,
+            "total_tokens": billed + out, "completion_tokens_by_agent": by_agent,
+            "avg_tokens_per_turn": (billed + out) / n_turns, "input_output_ratio": billed / (billed + out),
+            "coordination_overhead": abs(by_agent[0] - by_agent[1]) / (billed + out)})
+    vectors = {sha: np.array(replies[(e, t)][a][0], dtype=np.float32)
+               for e, t, a, sha in zip(messages["episode_id"], messages["turn"], messages["speaker"],
+                                       messages["text_sha256"], strict=True) if a != "user"}
+    embeddings = pd.DataFrame({"text_sha256": sorted(vectors), "embedding": [vectors[h] for h in sorted(vectors)],
+                               "n_wordpieces": 5, "n_chunks": 1, "truncated": False, "long_text_method": "truncate"})
+    grades = pd.DataFrame([{"question_id": "1", "model_id": m, "judge_id": "j1", "mode": "single_grade", "turn": 1,
+                            "score": s} for m, s in (("x", 6.0), ("y", 8.0))])
     tables = {
         "normalized/episodes": episodes,
+        "normalized/outcomes": outcomes,
         "normalized/judge_verdicts": verdicts,
         "normalized/judge_grades": grades,
-        "normalized/messages": pd.DataFrame(texts),
-        "enriched/messages": pd.DataFrame(messages),
-        "enriched/turns": turns_frame,
+        "normalized/messages": messages,
+        "enriched/messages": enriched,
+        "enriched/calls": calls,
         "enriched/episodes": pd.DataFrame(usage),
-        "embeddings/embeddings": pd.DataFrame(embeddings),
+        "embeddings/embeddings": embeddings,
     }
     for name, frame in tables.items():
         (root / "data" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -456,7 +370,7 @@ def test_label_stage_on_tiny_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     episodes = pd.read_parquet("data/labels/episode_labels.parquet").set_index("episode_id")
     assert list(episodes.index) == ["local/q1", "mt_bench_repro/en/1/x__y"]
     local, mt = episodes.loc["local/q1"], episodes.loc["mt_bench_repro/en/1/x__y"]
-    assert (local["consensus"], local["consensus_source"], local["rule_outcome"]) == ("a", "human", "unknown")
+    assert (local["consensus"], local["consensus_source"], local["rule_outcome"]) == ("a", "human_vote", "unknown")
     assert (mt["consensus"], mt["consensus_category"], mt["n_consistent_judges"]) == ("y", "agent_2", 2)
     assert (mt["rule_outcome"], mt["mean_grade"]) == ("y", 7.0)
     assert mt["efficiency_score"] == pytest.approx(7.0 / 0.63)

@@ -8,15 +8,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coordset import fetch
 from coordset.errors import CoordsetError, ParamError
 from coordset.normalize import normalize
 from coordset.records import sha256_text
 from coordset.verdicts import majority_verdict, pair_verdict
 from schemas import check
 from schemas.normalized import EPISODES, JUDGE_GRADES, JUDGE_VERDICTS, MESSAGES
-from tests.helpers import MIRROR, arena_record, repo_params, write_jsonl
+from tests.helpers import MIRROR, arena_record, fetch_raw, repo_params, write_jsonl
 
+MT_BENCH = repo_params(**{"sources.use": ["mt_bench_repro"]})
 needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")
 
 
@@ -24,22 +24,23 @@ needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found
 def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not MIRROR.is_dir():
         pytest.skip(f"mirror not found at {MIRROR}")
-    raw = tmp_path_factory.mktemp("raw")
-    fetch.fetch_pinned("mt_bench_repro", raw / "mt_bench_repro", language="en", mirror=MIRROR)
-    fetch.fetch_pinned("fastchat_mt_bench", raw / "fastchat_mt_bench", mirror=MIRROR)
-    return raw
+    return fetch_raw(tmp_path_factory.mktemp("raw"), "mt_bench_repro", "fastchat_mt_bench")
+
+
+def _outcome(tables: object) -> pd.Series:
+    return tables.outcomes.set_index("episode_id")["outcome"]
 
 
 @needs_mirror
 def test_mt_bench_repro_gives_1200_two_turn_episodes(raw_dir: Path) -> None:
-    tables = normalize(repo_params(), raw_dir)
+    tables = normalize(MT_BENCH, raw_dir)
     episodes, messages = tables.episodes, tables.messages
     check(episodes, EPISODES, "episodes")
     check(messages, MESSAGES, "messages")
     check(tables.judge_verdicts, JUDGE_VERDICTS, "judge_verdicts")
     check(tables.judge_grades, JUDGE_GRADES, "judge_grades")
     assert len(episodes) == 1200 and episodes["n_turns"].sum() == 2400
-    assert episodes["question_id"].nunique() == 80
+    assert episodes["group_id"].nunique() == 80
     assert episodes["agent_models"].map(tuple).nunique() == 15
     assert len(messages) == 1200 * 6
     # Every judge's file matched an episode, whichever order it listed the pair in.
@@ -53,18 +54,18 @@ def test_mt_bench_repro_gives_1200_two_turn_episodes(raw_dir: Path) -> None:
 
 @needs_mirror
 def test_mt_bench_repro_winner_is_majority_of_consistent_verdicts(raw_dir: Path) -> None:
-    tables = normalize(repo_params(), raw_dir)
+    tables = normalize(MT_BENCH, raw_dir)
     verdicts = tables.judge_verdicts
-    episode = tables.episodes.set_index("episode_id")
+    outcome = tables.outcomes.set_index("episode_id")
     for eid, rows in list(verdicts.groupby("episode_id"))[:200]:
         expected = majority_verdict(pair_verdict(r.winner_ab, r.winner_ba, r.model_a, r.model_b)
                                     for r in rows.itertuples())
-        assert episode.at[eid, "winner"] == expected
+        assert outcome.at[eid, "outcome"] == expected
         # The raw file's own `winner` field agrees with our reading of both orders.
         for r in rows.itertuples():
             ours = pair_verdict(r.winner_ab, r.winner_ba, r.model_a, r.model_b)
             assert ours == r.winner
-    assert set(episode["winner_source"]) == {"judge_majority"}
+    assert set(outcome["outcome_source"]) == {"judge_majority"}
 
 
 def test_majority_rules() -> None:
@@ -84,7 +85,7 @@ def test_fastchat_pairs_can_be_restricted(raw_dir: Path) -> None:
                             "sources.fastchat_mt_bench.models": ["gpt-4", "vicuna-13b-v1.3", "llama-13b"]})
     tables = normalize(params, raw_dir)
     assert len(tables.episodes) == 3 * 80
-    assert set(tables.episodes["winner"]) == {"unknown"}
+    assert set(_outcome(tables)) == {"unknown"}
     assert tables.judge_verdicts.empty
     params["sources"]["fastchat_mt_bench"]["max_pairs"] = 1
     assert len(normalize(params, raw_dir).episodes) == 80
@@ -123,11 +124,12 @@ def test_arena_shaped_jsonl_and_parquet(tmp_path: Path) -> None:
     for tables in (from_jsonl, from_parquet):
         episodes = check(tables.episodes, EPISODES, "episodes").set_index("episode_id")
         check(tables.messages, MESSAGES, "messages")
-        assert episodes.at["local/q1", "winner"] == "beta"
-        assert episodes.at["local/q2", "winner"] == "tie"
+        outcome = _outcome(tables)
+        assert outcome["local/q1"] == "beta"
+        assert outcome["local/q2"] == "tie"
         assert list(episodes.at["local/q2", "agent_models"]) == ["alpha", "zeta"]
-        assert episodes.at["local/q3", "n_turns"] == 3 and episodes.at["local/q3", "winner"] == "gpt"
-        assert set(episodes["winner_source"]) == {"human"}
+        assert episodes.at["local/q3", "n_turns"] == 3 and outcome["local/q3"] == "gpt"
+        assert set(tables.outcomes["outcome_source"]) == {"human_vote"}
         assert episodes.at["local/q1", "tstamp_start"] == pytest.approx(1682351591.1322)
     pd.testing.assert_frame_equal(from_jsonl.messages, from_parquet.messages)
 
@@ -139,7 +141,7 @@ def test_chatbot_arena_parser_reads_the_hub_layout(tmp_path: Path) -> None:
         raw / "chatbot_arena" / "data" / "train-00000-of-00001.parquet")
     tables = normalize(repo_params(**{"sources.use": ["chatbot_arena"]}), raw)
     assert tables.episodes["episode_id"].tolist() == ["chatbot_arena/abc", "chatbot_arena/def"]
-    assert tables.episodes["winner"].tolist() == ["alpha", "tie"]
+    assert _outcome(tables).tolist() == ["alpha", "tie"]
 
 
 @pytest.mark.parametrize(("bad", "message", "reason"), [
@@ -191,4 +193,4 @@ def test_mt_bench_answer_missing_a_turn_is_named(raw_dir: Path, tmp_path: Path) 
     lines[0] = lines[0].replace('"turns": [', '"turns": [] , "x": [', 1)
     answers.write_text("\n".join(lines) + "\n")
     with pytest.raises(CoordsetError, match=r"agent 'gemma-2-9b-it' has 0 replies for 2 user turns"):
-        normalize(repo_params(), raw)
+        normalize(MT_BENCH, raw)

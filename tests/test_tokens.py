@@ -9,13 +9,17 @@ import tiktoken
 import tiktoken.load
 
 from coordset import fetch
-from coordset.enrich import enrich
+from coordset.enrich.tokens import load_encoding
+from coordset.enrich.usage import enrich, enrich_settings
 from coordset.errors import CoordsetError
-from coordset.normalize import normalize
-from coordset.tokens import load_encoding
+from coordset.normalize import episode_frames, normalize
+from coordset.sources.episode import Agent, Episode, Message, Outcome
+from coordset.sources.parallel import Conversation, parallel_episode
 from schemas import check
-from schemas.enriched import EPISODE_USAGE, MESSAGE_TOKENS, TURN_USAGE
-from tests.helpers import MIRROR, arena_record, repo_params, write_jsonl
+from schemas.enriched import CALL_USAGE, EPISODE_USAGE, MESSAGE_TOKENS
+from tests.helpers import MIRROR, arena_record, fetch_raw, repo_params, write_jsonl
+
+SETTINGS = enrich_settings(repo_params())
 
 needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason=f"mirror not found at {MIRROR}")
 
@@ -44,12 +48,13 @@ def test_hand_checked_two_turn_episode(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "one.jsonl", [record])
     params = repo_params(**{"sources.use": ["local"], "sources.local.path": str(path)})
     tables = normalize(params, tmp_path)
-    usage = enrich(tables.episodes, tables.messages, params)
+    usage = enrich(tables.episodes, tables.messages, SETTINGS)
     check(usage.messages, MESSAGE_TOKENS, "m")
-    check(usage.turns, TURN_USAGE, "t")
+    check(usage.calls, CALL_USAGE, "t")
     check(usage.episodes, EPISODE_USAGE, "e")
     assert usage.messages["n_tokens"].tolist() == [2, 1, 3, 5, 2, 2]
-    turns = usage.turns.set_index(["turn", "agent_model"])
+    assert set(usage.calls["billing"]) == {"own_thread"}
+    turns = usage.calls.set_index(["turn", "speaker"])
     # turn 1: user (3 + 1 + 2) + reply priming 3 = 9 for each agent
     assert turns.at[(1, "alpha"), "billed_prompt_tokens"] == 9
     assert turns.at[(1, "beta"), "billed_prompt_tokens"] == 9
@@ -64,21 +69,17 @@ def test_hand_checked_two_turn_episode(tmp_path: Path) -> None:
     assert ep.avg_tokens_per_turn == 37.0
     assert ep.input_output_ratio == pytest.approx(66 / 74)
     assert ep.coordination_overhead == pytest.approx(2 / 74)
-    assert usage.metrics["overall"] == {"episodes": 1, "turns": 2, "messages": 6, "message_tokens": 15,
+    assert usage.metrics["overall"] == {"episodes": 1, "turns": 2, "messages": 6, "calls": 4, "message_tokens": 15,
                                         "billed_prompt_tokens": 66, "completion_tokens": 8}
 
 
 @needs_mirror
 def test_three_agents_use_the_spread_of_completion_tokens(tmp_path: Path) -> None:
-    import pandas as pd
-
-    from coordset.records import Conversation, episode_rows
-
     conv = Conversation(episode_id="x", source="local", question_id="x", category=None, language="en",
                         user_turns=["Hi"], replies={"a": ["Hi"], "b": ["Fine."], "c": ["Sure thing!"]},
                         winner="unknown", winner_source="none")
-    episode, messages = episode_rows(conv, "test")
-    usage = enrich(pd.DataFrame([episode]), pd.DataFrame(messages), repo_params())
+    episodes, messages = episode_frames([parallel_episode(conv, "test")])
+    usage = enrich(episodes, messages, SETTINGS)
     ep = usage.episodes.iloc[0]
     assert list(ep.completion_tokens_by_agent) == [1, 2, 3]
     assert ep.coordination_overhead == pytest.approx((3 - 1) / ep.total_tokens)
@@ -97,12 +98,42 @@ def test_unpinned_encoding_is_refused_with_mirror() -> None:
 
 @needs_mirror
 def test_message_tokens_match_an_independent_recount(tmp_path: Path) -> None:
-    raw = tmp_path / "raw"
-    fetch.fetch_pinned("mt_bench_repro", raw / "mt_bench_repro", language="en", mirror=MIRROR)
-    params = repo_params()
-    tables = normalize(params, raw)
-    usage = enrich(tables.episodes, tables.messages, params)
+    params = repo_params(**{"sources.use": ["mt_bench_repro"]})
+    tables = normalize(params, fetch_raw(tmp_path / "raw", "mt_bench_repro"))
+    usage = enrich(tables.episodes, tables.messages, SETTINGS)
     encoding = _independent_encoding()
     recount = sum(len(encoding.encode_ordinary(text)) for text in tables.messages["text"])
     assert usage.metrics["overall"]["message_tokens"] == recount
     assert usage.metrics["by_source"]["mt_bench_repro"]["turns"] == 2400
+
+
+def _group_chat(source: str, prompt: str | None = None) -> Episode:
+    """A task, two agents and a tool: "Hello world" (2 tokens), "Hi" (1), "Fine." (2), "Sure thing!" (3)."""
+    return Episode(
+        episode_id=f"{source}/1", source=source, group_id="g", agents=(Agent("a", "m"), Agent("b", "m")),
+        messages=(Message("user", "user", "Hello world", 1), Message("a", "agent", "Hi", 1, reasoning="Fine."),
+                  Message("terminal", "tool", "Sure thing!", 2), Message("b", "agent", "Fine.", 2, prompt=prompt)),
+        outcome=Outcome("failure", "human_annotation"))
+
+
+@needs_mirror
+def test_group_chat_calls_are_billed_for_the_shared_history() -> None:
+    episodes, messages = episode_frames([_group_chat("who_when")])
+    calls = enrich(episodes, messages, SETTINGS).calls.set_index("speaker")
+    # a sees the task: (3 + 1 + 2) + 3 = 9. b sees the task, a's reply (3 + 1 + 1) and the tool's output sent
+    # back as a user message (3 + 1 + 3): 6 + 5 + 7 + 3 = 21.
+    assert calls.at["a", "billed_prompt_tokens"] == 9
+    assert calls.at["b", "billed_prompt_tokens"] == 21
+    # a's completion includes its private reasoning ("Fine.", 2 tokens).
+    assert (calls.at["a", "completion_tokens"], calls.at["a", "reasoning_tokens"]) == (3, 2)
+    assert list(calls["billing"]) == ["shared_history", "shared_history"]
+
+
+@needs_mirror
+def test_a_logged_prompt_is_what_the_call_is_billed_for() -> None:
+    episodes, messages = episode_frames([_group_chat("llm_deliberation", prompt="How are you today?")])
+    calls = enrich(episodes, messages, SETTINGS).calls.set_index("speaker")
+    assert calls.at["b", "billed_prompt_tokens"] == 3 + 1 + 5 + 3  # one user message holding the prompt
+    assert calls.at["b", "billing"] == "logged_prompt"
+    # a call without a logged prompt falls back to the shared history
+    assert (calls.at["a", "billed_prompt_tokens"], calls.at["a", "billing"]) == (9, "shared_history")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from coordset.errors import CoordsetError
-from coordset.verdicts import ERROR, INCONSISTENT, TIE, UNKNOWN, majority_verdict, pair_verdict
+from coordset.verdicts import ERROR, INCONSISTENT, TIE, UNKNOWN, pair_verdict
 
 # The judge names used by the mt_bench_repro paper (Table 5), keyed by the judge_id in its files.
 # Judges not listed here keep their judge_id as name.
@@ -177,49 +177,27 @@ def episode_verdicts(verdicts: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataF
     return out.sort_values(["episode_id", "judge_id"], kind="stable").reset_index(drop=True)
 
 
-def episode_consensus(per_judge: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
-    """One row per episode: ``consensus`` outcome (model name | tie | unknown) and where it came from.
+def episode_consensus(per_judge: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """One row per episode: the ``consensus`` outcome, where it came from, and how many judges made it.
 
-    Rules, in order:
-
-    * Episodes with judge verdicts (``consensus_source = judge_majority``): the majority of the
-      *consistent* verdicts (model names or tie); inconsistent and unparsed verdicts abstain. No
-      consistent verdict gives ``unknown``; two or more outcomes sharing the top count (e.g. 2 vs 2,
-      or 1 vs 1 vs 1) give ``tie``, since the judges split evenly. A plurality wins even without an
-      absolute majority (3 of 6 for A, 2 for B, 1 tie -> A). This is the same rule normalize uses
-      for ``episodes.winner`` (coordset.verdicts.majority_verdict).
-    * Unjudged episodes whose ``winner_source`` is ``human`` (chatbot_arena, local): the human vote
-      in ``episodes.winner`` (``consensus_source = human``).
-    * Anything else (e.g. fastchat_mt_bench): ``unknown`` (``consensus_source = none``).
-
-    Also reports ``n_judges`` and ``n_consistent_judges`` (0 for unjudged episodes).
+    The outcome itself is made once, by normalize (for judged sources, ``coordset.verdicts.majority_verdict``
+    over each judge's consistent verdict on the last turn it judged; otherwise the source's own outcome:
+    a human vote, a human annotation, a game rule, a moderator or judge). This adds ``n_judges`` and
+    ``n_consistent_judges`` (0 for unjudged episodes) from the imported verdicts.
     """
     by_episode: dict[str, list[str]] = {}
     for eid, verdict in zip(per_judge["episode_id"], per_judge["verdict"], strict=True):
         by_episode.setdefault(eid, []).append(verdict)
-    rows = []
-    for ep in episodes[["episode_id", "winner", "winner_source"]].itertuples(index=False):
-        verdicts = by_episode.get(ep.episode_id)
-        if verdicts:
-            consensus, source = majority_verdict(verdicts), "judge_majority"
-        elif ep.winner_source == "human":
-            consensus, source = ep.winner, "human"
-        else:
-            consensus, source = UNKNOWN, "none"
-        verdicts = verdicts or []
-        rows.append(
-            {
-                "episode_id": ep.episode_id,
-                "consensus": consensus,
-                "consensus_source": source,
-                "n_judges": len(verdicts),
-                "n_consistent_judges": sum(v not in (INCONSISTENT, ERROR) for v in verdicts),
-            }
-        )
-    out = pd.DataFrame(
-        rows, columns=["episode_id", "consensus", "consensus_source", "n_judges", "n_consistent_judges"]
-    )
-    out = out.astype({"n_judges": "int64", "n_consistent_judges": "int64"})
+    out = pd.DataFrame({
+        "episode_id": outcomes["episode_id"].to_numpy(),
+        "consensus": outcomes["outcome"].to_numpy(),
+        "consensus_source": outcomes["outcome_source"].to_numpy(),
+        "n_judges": [len(by_episode.get(e, [])) for e in outcomes["episode_id"]],
+        "n_consistent_judges": [sum(v not in (INCONSISTENT, ERROR) for v in by_episode.get(e, []))
+                                for e in outcomes["episode_id"]],
+    })
+    out = out.astype({"n_judges": "int64", "n_consistent_judges": "int64", "consensus": "str",
+                      "consensus_source": "str"})
     return out.sort_values("episode_id", kind="stable").reset_index(drop=True)
 
 

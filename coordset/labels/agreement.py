@@ -1,7 +1,7 @@
 """How well rule-based and LLM-assisted outcome labels agree with the judges' consensus.
 
 Outcomes are compared as categories relative to the episode's agent order (agent_1, agent_2, ...,
-tie, unknown; see coordset.judges.outcome_category), so one kappa covers episodes whose model pairs
+tie, unknown; see coordset.labels.judges.outcome_category), so one kappa covers episodes whose model pairs
 differ. Agreement is measured on the episodes where both labels are known; accuracy is also given
 on the episodes whose consensus is not a tie (the ones where a label can name the right agent).
 """
@@ -13,18 +13,17 @@ from typing import Any
 
 import pandas as pd
 
-from coordset.judges import FleissResult, cohen_kappa, judge_name, outcome_category
+from coordset.labels.judges import FleissResult, cohen_kappa, judge_name, outcome_category
 from coordset.verdicts import TIE, UNKNOWN
 
 CONFUSION_COLUMNS = ["actual", "predicted"]
 
 
 def as_categories(outcomes: pd.Series, agents: pd.Series) -> pd.Series:
-    """Outcomes (model | tie | unknown | other) -> agent categories; anything else becomes unknown."""
-    values = [
-        outcome_category(o, a) if (o in list(a) or o in (TIE, UNKNOWN)) else UNKNOWN
-        for o, a in zip(outcomes, agents, strict=True)
-    ]
+    """Outcomes -> categories that do not name agents: a winning agent becomes agent_1 / agent_2 / … by its
+    slot; tie, unknown and a source's own labels (pass, fail, failure, correct, …) stay as they are."""
+    values = [outcome_category(o, a) if (o in list(a) or o in (TIE, UNKNOWN)) else str(o)
+              for o, a in zip(outcomes, agents, strict=True)]
     return pd.Series(values, index=outcomes.index, dtype="str")
 
 

@@ -1,8 +1,9 @@
 """The low-rank recurrent coordinator: one latent state of dimension ``rank`` per turn.
 
-It reads an episode's messages in order (user, agent 1, agent 2, user, …), each as its sentence
-embedding plus a one-hot role/agent-slot feature, and from its state (a) reconstructs the current
-message's embedding and (b) predicts the next one, both through linear read-outs.
+It reads an episode's messages in order (user, agent 1, agent 2, user, … or a group chat's speakers),
+each as its sentence embedding plus a one-hot feature of who spoke (user, tool, or the agent's slot),
+and from its state (a) reconstructs the current message's embedding and (b) predicts the next one, both
+through linear read-outs.
 
 Cell (``latent.cell``): ``gru``, a GRU whose hidden state has width ``rank``, or ``linear``, a
 linear dynamical system h_t = A h_{t-1} + B x_t with A of size rank x rank. Why these rather than a
@@ -27,7 +28,8 @@ from coordset.errors import CoordsetError, ParamError
 from coordset.params import get, require_choice, require_float, require_int
 
 CELLS = ("gru", "linear")
-MAX_AGENTS = 4  # role features: user + up to four agent slots (more agents share the last slot)
+MAX_AGENTS = 4  # role features: user, tool + up to four agent slots (more agents share the last slot)
+ROLE_SLOTS = 2 + MAX_AGENTS
 KNOWN_DIMS = {"sentence-transformers/all-MiniLM-L6-v2": 384}
 
 
@@ -44,17 +46,18 @@ class LatentSettings:
     probe_folds: int
 
 
-def latent_settings(params: dict[str, Any], embedding_dim: int | None = None) -> LatentSettings:
+def latent_settings(params: dict[str, Any]) -> LatentSettings:
     """Read and check ``rank`` and the ``latent`` params before any work.
 
-    ``embedding_dim`` defaults to the known size of ``embed.model`` (the rank cannot exceed it).
+    The rank cannot exceed the known embedding size of ``embed.model``; ``check_rank`` repeats that
+    against the embeddings actually read.
     """
     rank = get(params, "rank")
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ParamError("rank", f"must be an integer (the latent dimension), got {rank!r}")
     if rank < 1:
         raise ParamError("rank", f"must be >= 1, got {rank}")
-    dim = embedding_dim or KNOWN_DIMS.get(get(params, "embed.model"))
+    dim = KNOWN_DIMS.get(get(params, "embed.model"))
     if dim is not None and rank > dim:
         raise ParamError("rank", f"must not exceed the embedding size {dim}, got {rank}")
     return LatentSettings(
@@ -70,9 +73,14 @@ def latent_settings(params: dict[str, Any], embedding_dim: int | None = None) ->
     )
 
 
-def split_questions(question_ids: pd.Series, fraction: float, seed: int) -> dict[str, str]:
-    """Assign whole questions to ``train`` or ``heldout``, so no question is on both sides."""
-    questions = np.array(sorted(set(question_ids)))
+def check_rank(settings: LatentSettings, embedding_dim: int) -> None:
+    if settings.rank > embedding_dim:
+        raise ParamError("rank", f"must not exceed the embedding size {embedding_dim}, got {settings.rank}")
+
+
+def split_groups(group_ids: pd.Series, fraction: float, seed: int) -> dict[str, str]:
+    """Assign whole groups (question, task, game, project) to ``train`` or ``heldout``: none is on both sides."""
+    questions = np.array(sorted(set(group_ids)))
     order = np.random.default_rng(seed).permutation(len(questions))
     n_heldout = min(len(questions) - 1, max(1, round(len(questions) * fraction)))
     heldout = set(questions[order[:n_heldout]])
@@ -85,7 +93,7 @@ class Sequences:
 
     episode_ids: list[str]
     embeddings: np.ndarray   # (E, T, D) float32
-    roles: np.ndarray        # (E, T, 1 + MAX_AGENTS) float32
+    roles: np.ndarray        # (E, T, ROLE_SLOTS) float32
     mask: np.ndarray         # (E, T) bool
     turn_ends: list[list[tuple[int, int]]]  # per episode: (turn, index of its last message)
 
@@ -96,8 +104,8 @@ def build_sequences(episodes: pd.DataFrame, messages: pd.DataFrame, embeddings: 
     episode_ids = sorted(episodes["episode_id"])
     # Messages of episodes outside `episodes` would shift every offset below.
     msgs = messages[messages["episode_id"].isin(episode_ids)].sort_values(["episode_id", "position"])
-    slot_of = {(e, m): i for e, models in zip(episodes["episode_id"], episodes["agent_models"], strict=True)
-               for i, m in enumerate(models)}
+    slot_of = {(e, a): i for e, agents in zip(episodes["episode_id"], episodes["agents"], strict=True)
+               for i, a in enumerate(agents)}
     lengths = msgs.groupby("episode_id").size().reindex(episode_ids)
     if lengths.isna().any():
         missing = lengths.index[lengths.isna()][0]
@@ -106,7 +114,7 @@ def build_sequences(episodes: pd.DataFrame, messages: pd.DataFrame, embeddings: 
     longest = int(lengths.max())
     dim = matrix.shape[1]
     emb = np.zeros((len(episode_ids), longest, dim), np.float32)
-    roles = np.zeros((len(episode_ids), longest, 1 + MAX_AGENTS), np.float32)
+    roles = np.zeros((len(episode_ids), longest, ROLE_SLOTS), np.float32)
     mask = np.zeros((len(episode_ids), longest), bool)
     rows = index.reindex(msgs["text_sha256"].to_numpy()).to_numpy()
     if np.isnan(rows.astype(float)).any():
@@ -119,9 +127,9 @@ def build_sequences(episodes: pd.DataFrame, messages: pd.DataFrame, embeddings: 
         n = len(block)
         emb[e, :n] = matrix[rows[offsets[e]:offsets[e + 1]].astype(int)]
         mask[e, :n] = True
-        for t, (role, model) in enumerate(zip(block["role"], block["agent_model"], strict=True)):
-            slot = 0 if role == "user" else 1 + min(slot_of[(eid, model)], MAX_AGENTS - 1)
-            roles[e, t, slot] = 1.0
+        for t, (role, speaker) in enumerate(zip(block["role"], block["speaker"], strict=True)):
+            slot = {"user": 0, "tool": 1}.get(role)
+            roles[e, t, slot if slot is not None else 2 + min(slot_of[(eid, speaker)], MAX_AGENTS - 1)] = 1.0
         turns = block["turn"].to_numpy()
         turn_ends.append([(int(turn), int(np.flatnonzero(turns == turn)[-1])) for turn in np.unique(turns)])
     return Sequences(episode_ids, emb, roles, mask, turn_ends)

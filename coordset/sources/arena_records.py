@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coordset.records import BadRecord, Conversation, read_jsonl, require
+from coordset.records import BadRecord, read_jsonl, require
+from coordset.sources.parallel import Conversation
 
 # The arena's vote labels, mapped onto the canonical outcome.
 ARENA_WINNERS = {"model_a": "a", "model_b": "b", "tie": "tie", "tie (bothbad)": "tie"}
@@ -80,5 +81,5 @@ def arena_conversation(record: dict[str, Any], where: str, source: str) -> Conve
         episode_id=f"{source}/{qid}", source=source, question_id=qid, category=None,
         language=language if isinstance(language, str) and language else "unknown",
         user_turns=users_a, replies={model_a: replies_a, model_b: replies_b},
-        winner=outcome, winner_source="human", tstamps={model_a: tstamp, model_b: tstamp},
+        winner=outcome, winner_source="human_vote", tstamps={model_a: tstamp, model_b: tstamp},
     )

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from coordset.records import BadRecord, Conversation, SkipLog, read_jsonl, require
+from coordset.records import BadRecord, SkipLog, read_jsonl, require
+from coordset.sources.episode import Episode
+from coordset.sources.parallel import Conversation, parallel_episode
 from coordset.verdicts import UNKNOWN, majority_verdict, pair_verdict
 
 VERDICT_LETTERS = ("A", "B", "tie", "error")
@@ -94,6 +96,21 @@ def conversations(source: str, language: str, questions: dict[str, dict[str, Any
                 tstamps={m: answers[m][qid]["tstamp"] for m in (a, b)},
             )
             yield conv, answers[a][qid]["where"] + " / " + answers[b][qid]["where"]
+
+
+def parallel_episodes(source: str, language: str, questions: dict[str, dict[str, Any]],
+                      answers: dict[str, dict[str, dict[str, Any]]], pairs: list[tuple[str, str]], skips: SkipLog,
+                      winners: dict[str, str] | None = None) -> list[Episode]:
+    """Every (question, model pair) as an episode; a bad one stops the run or is skipped and counted."""
+    episodes = []
+    for conv, where in conversations(source, language, questions, answers, pairs, winners):
+        try:
+            if isinstance(conv, BadRecord):
+                raise conv
+            episodes.append(parallel_episode(conv, where))
+        except BadRecord as exc:
+            skips.handle(source, exc)
+    return episodes
 
 
 def _question_order(qid: str) -> tuple[int, str]:

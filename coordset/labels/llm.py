@@ -1,12 +1,12 @@
 """LLM-assisted coordination labels through any OpenAI-compatible endpoint (opt-in: ``label.llm.enabled``).
 
 Every two-agent episode is judged twice, once with each agent shown as "A" (orders AB and BA), with a
-structured-output request (:mod:`coordset.llm_prompt`). The preferred letter of each order is mapped back
+structured-output request (:mod:`coordset.labels.llm_prompt`). The preferred letter of each order is mapped back
 to a model name, and the two orders are combined the way the imported judges are measured
 (:func:`coordset.verdicts.pair_verdict`): the same model (or tie) in both orders is consistent, anything
 else is ``inconsistent``.
 
-Every answer is written to the cache (:mod:`coordset.llm_cache`) the moment it arrives, keyed by the
+Every answer is written to the cache (:mod:`coordset.labels.llm_cache`) the moment it arrives, keyed by the
 request, so a killed run loses nothing, the next run pays only for what is missing and a run with a warm
 cache makes no call. The rows returned depend only on the cached answers, never on arrival order.
 
@@ -36,8 +36,8 @@ import openai
 import pandas as pd
 
 from coordset.errors import CoordsetError
-from coordset.llm_cache import Answer, AnswerCache, CacheEntry, request_key
-from coordset.llm_prompt import (
+from coordset.labels.llm_cache import Answer, AnswerCache, CacheEntry, request_key
+from coordset.labels.llm_prompt import (
     AGREEMENT_LEVELS,
     ORDERS,
     RESPONSE_FORMAT,

@@ -8,9 +8,12 @@ Episode level
   * ``efficiency_score``: quality per token = ``mean_grade / (completion_tokens / 1000)``, i.e. grade
     points per 1k completion tokens of the whole episode (every agent, every turn). Null without
     grades or without completion tokens.
-  * ``coordination_success``: the episode's outcome (the judges' consensus, or the human vote) names
-    a winner, i.e. is neither ``tie`` nor ``unknown``, AND ``coordination_overhead`` (enrich:
-    ``|out_a - out_b| / total``) is strictly below ``thresholds.coordination_overhead``.
+  * ``coordination_success``: for head-to-head sources, the episode's outcome (the judges' consensus,
+    or the human vote) names a winner, i.e. is neither ``tie`` nor ``unknown``, AND
+    ``coordination_overhead`` (enrich: ``|out_a - out_b| / total``) is strictly below
+    ``thresholds.coordination_overhead``. For conversations among agents it is the source's own
+    outcome: true when it is one of the source's success outcomes (a deal that passes, a correct
+    final answer), false for any other known outcome (a Who&When failure), null when unknown.
 
 Turn level (one row per episode and turn)
   * ``agent_similarity``: cosine similarity of the agents' reply embeddings in that turn (more than
@@ -33,11 +36,9 @@ import pandas as pd
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.params import require_float
+from coordset.sources import REGISTRY
 from coordset.verdicts import TIE, UNKNOWN
 
-# Grades are imported for this source only; judge_grades has no source column and question ids
-# (e.g. MT-Bench's 81..160) repeat across sources, so grades are never joined to other sources.
-GRADED_SOURCES = ("mt_bench_repro",)
 GRADE_MODE = "single_grade"
 LEVELS = ("low", "medium", "high")
 # Similarities and their differences are rounded to this many decimals, so that a value of exactly a
@@ -129,9 +130,9 @@ def episode_rule_labels(
 
     ``episodes``: normalized episodes; ``usage``: enriched episodes (completion_tokens,
     coordination_overhead); ``grades``: normalized judge_grades; ``consensus``: frame with
-    episode_id and consensus (coordset.judges.episode_consensus).
+    episode_id and consensus (coordset.labels.judges.episode_consensus).
     """
-    frame = episodes[["episode_id", "source", "question_id", "agent_models"]].merge(
+    frame = episodes[["episode_id", "source", "group_id", "agents"]].merge(
         usage[["episode_id", "completion_tokens", "coordination_overhead"]],
         on="episode_id",
         how="left",
@@ -146,13 +147,15 @@ def episode_rule_labels(
     frame = frame.merge(
         consensus[["episode_id", "consensus"]], on="episode_id", how="left", validate="one_to_one"
     )
+    # judge_grades has no source column and question ids (e.g. MT-Bench's 81..160) repeat across
+    # sources, so grades are joined to the sources that import them only.
     frame["consensus"] = frame["consensus"].fillna(UNKNOWN)
     means = agent_mean_grades(grades).to_dict()
     rows = []
     for ep in frame.itertuples(index=False):
-        models = list(ep.agent_models)
-        graded = ep.source in GRADED_SOURCES
-        per_agent = [means.get((ep.question_id, m)) if graded else None for m in models]
+        models = list(ep.agents)  # head-to-head sources name agents by their model
+        source = REGISTRY[ep.source]
+        per_agent = [means.get((ep.group_id, m)) if source.grades else None for m in models]
         complete = all(g is not None for g in per_agent)
         mean_grade = float(np.mean(per_agent)) if complete else None
         tokens = int(ep.completion_tokens)
@@ -164,10 +167,7 @@ def episode_rule_labels(
                 "mean_grade": mean_grade,
                 "efficiency_score": efficiency,
                 "rule_outcome": grade_outcome(models, per_agent),
-                "coordination_success": bool(
-                    ep.consensus not in (TIE, UNKNOWN)
-                    and ep.coordination_overhead < thresholds.coordination_overhead
-                ),
+                "coordination_success": _success(source, ep.consensus, ep.coordination_overhead, thresholds),
                 "coordination_overhead": float(ep.coordination_overhead),
             }
         )
@@ -187,11 +187,19 @@ def episode_rule_labels(
         {
             "mean_grade": float,
             "efficiency_score": float,
-            "coordination_success": bool,
+            "coordination_success": "boolean",
             "coordination_overhead": float,
         }
     )
     return out.sort_values("episode_id", kind="stable").reset_index(drop=True)
+
+
+def _success(source: Any, outcome: str, overhead: float, thresholds: Thresholds) -> bool | None:
+    if source.parallel:
+        return bool(outcome not in (TIE, UNKNOWN) and overhead < thresholds.coordination_overhead)
+    if outcome == UNKNOWN:
+        return None
+    return outcome in source.success_outcomes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -199,21 +207,21 @@ def episode_rule_labels(
 
 
 def turn_rule_labels(
-    messages: pd.DataFrame, turns: pd.DataFrame, embeddings: pd.DataFrame, thresholds: Thresholds
+    messages: pd.DataFrame, calls: pd.DataFrame, embeddings: pd.DataFrame, thresholds: Thresholds
 ) -> pd.DataFrame:
-    """Turn-level rule labels (see module docstring).
+    """Turn-level rule labels (see module docstring), one row for every turn of every episode.
 
-    ``messages``: enriched (or normalized) messages with episode_id, turn, role, agent_model,
-    text_sha256; ``turns``: enriched per-(episode, turn, agent) usage with completion_tokens;
+    ``messages``: enriched (or normalized) messages with episode_id, turn, role, speaker,
+    text_sha256; ``calls``: enriched per-agent-message usage with completion_tokens;
     ``embeddings``: text_sha256 -> embedding (a 1-D float vector per row). Every agent reply must have
     an embedding (the embed stage covers all messages); a missing one raises CoordsetError.
     """
-    replies = messages[messages["role"] == "agent"][["episode_id", "turn", "agent_model", "text_sha256"]]
-    replies = replies.sort_values(["episode_id", "turn", "agent_model"], kind="stable").reset_index(drop=True)
+    replies = messages[messages["role"] == "agent"][["episode_id", "turn", "speaker", "text_sha256"]]
+    replies = replies.sort_values(["episode_id", "turn", "speaker"], kind="stable").reset_index(drop=True)
     similarity = _turn_similarity(replies, embeddings)
-    sizes = turns.groupby(["episode_id", "turn"], sort=True)["completion_tokens"].agg(["max", "min", "size"])
+    sizes = calls.groupby(["episode_id", "turn"], sort=True)["completion_tokens"].agg(["max", "min", "size"])
 
-    keys = similarity.index.union(sizes.index).sort_values()
+    keys = messages.groupby(["episode_id", "turn"], sort=True).size().index
     out = pd.DataFrame(index=keys)
     out["agent_similarity"] = similarity.reindex(keys).astype(float)
     sizes = sizes.reindex(keys)
@@ -250,7 +258,7 @@ def _turn_similarity(replies: pd.DataFrame, embeddings: pd.DataFrame) -> pd.Seri
         first = replies[missing].iloc[0]
         raise CoordsetError(
             f"embeddings: no embedding for {int(missing.sum())} agent repl(ies), e.g. episode "
-            f"{first['episode_id']!r} turn {first['turn']} ({first['agent_model']}), text_sha256 "
+            f"{first['episode_id']!r} turn {first['turn']} ({first['speaker']}), text_sha256 "
             f"{first['text_sha256']}: re-run the embed stage"
         )
     # Normalise each distinct embedding once; replies point into this matrix.

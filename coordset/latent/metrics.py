@@ -71,14 +71,19 @@ def winner_probe(final_latents: np.ndarray, labels: np.ndarray, groups: np.ndarr
             "probe_episodes": int(len(y)), "probe_folds": n_folds}
 
 
-def outcome_categories(episodes: pd.DataFrame) -> np.ndarray:
-    """winner as a position-free label: agent_1 / agent_2 / … / tie / unknown."""
-    def category(row: Any) -> str:
-        if row.winner in ("tie", "unknown"):
-            return row.winner
-        return f"agent_{list(row.agent_models).index(row.winner) + 1}"
+def outcome_categories(episodes: pd.DataFrame, outcomes: pd.DataFrame) -> np.ndarray:
+    """Each episode's outcome as a label that does not name agents: a winning agent becomes agent_1 /
+    agent_2 / … by its slot (head-to-head sources), any other outcome is kept as the source labels it
+    (pass / fail / failure / correct / …, tie, unknown)."""
+    label_of = outcomes.set_index("episode_id")["outcome"]
 
-    return np.array([category(r) for r in episodes.itertuples()], dtype=object)
+    def category(eid: str, agents: Any) -> str:
+        label = label_of[eid]
+        agents = list(agents)
+        return f"agent_{agents.index(label) + 1}" if label in agents else label
+
+    return np.array([category(e, a) for e, a in zip(episodes["episode_id"], episodes["agents"], strict=True)],
+                    dtype=object)
 
 
 def compression(messages: pd.DataFrame, message_tokens: pd.DataFrame, rank: int) -> dict[str, float]:

@@ -30,21 +30,24 @@ import pyarrow.parquet as pq
 
 from coordset import atomic
 from coordset.errors import CoordsetError, ParamError
-from coordset.latent import latent_settings
+from coordset.labels.rules import Thresholds, read_thresholds
+from coordset.latent import LatentSettings, latent_settings
 from coordset.params import require_bool, require_int, require_str
-from coordset.rule_labels import Thresholds, read_thresholds
+from coordset.sources import REGISTRY
 from schemas import check
-from schemas.enriched import EPISODE_USAGE, TURN_USAGE
+from schemas.enriched import CALL_USAGE, EPISODE_USAGE
 from schemas.labels import EPISODE_LABELS, JUDGE_EPISODE_VERDICTS, TURN_LABELS
 from schemas.latent import latent_states
-from schemas.normalized import EPISODES, MESSAGES
+from schemas.normalized import EPISODES, MESSAGES, OUTCOMES, TURN_EVENTS
 from schemas.release import FIELD_NAMES, LLM_PREFIX, RECORD_KEYS, arrow_schema, missing_keys, release_schema
 
 INPUTS: dict[str, Path] = {
     "episodes": Path("data/normalized/episodes.parquet"),
     "messages": Path("data/normalized/messages.parquet"),
+    "outcomes": Path("data/normalized/outcomes.parquet"),
+    "turn_events": Path("data/normalized/turn_events.parquet"),
     "usage": Path("data/enriched/episodes.parquet"),
-    "turns": Path("data/enriched/turns.parquet"),
+    "calls": Path("data/enriched/calls.parquet"),
     "latent": Path("data/latent/latent_states.parquet"),
     "episode_labels": Path("data/labels/episode_labels.parquet"),
     "turn_labels": Path("data/labels/turn_labels.parquet"),
@@ -63,15 +66,6 @@ CHUNK_EPISODES = 2048  # one Parquet row group per chunk; fixed, so the bytes do
 # Which latent metrics go into every record's latent_states.error: the held-out quality figures.
 LATENT_ERROR_KEYS = ("error", "variance", "probe_", "heldout_")
 
-# Per-source licence, as written into every JSON line's metadata (the card has the details).
-LICENCES = {
-    "mt_bench_repro": "Apache-2.0",
-    "fastchat_mt_bench": "Apache-2.0",
-    "chatbot_arena": "CC-BY-4.0 (user prompts) and CC-BY-NC-4.0 (model outputs), lmsys terms of use",
-    "local": "the researcher's own (data/local)",
-}
-
-
 @dataclass(frozen=True)
 class ReleaseSettings:
     annotation_version: str
@@ -80,7 +74,10 @@ class ReleaseSettings:
     thresholds: Thresholds
     llm_enabled: bool
     llm_model: str | None
+    latent: LatentSettings
     embed_model: str
+    embed_long_text: str
+    embed_backend: str
     encoding: str
     tokens_per_message: int
     tokens_per_reply: int
@@ -100,7 +97,10 @@ def release_settings(params: dict[str, Any]) -> ReleaseSettings:
         thresholds=read_thresholds(params),
         llm_enabled=llm_enabled,
         llm_model=require_str(params, "model") if llm_enabled else None,
+        latent=latent,
         embed_model=require_str(params, "embed.model"),
+        embed_long_text=require_str(params, "embed.long_text"),
+        embed_backend=require_str(params, "embed.backend"),
         encoding=require_str(params, "enrich.encoding"),
         tokens_per_message=require_int(params, "enrich.tokens_per_message", low=0),
         tokens_per_reply=require_int(params, "enrich.tokens_per_reply", low=0),
@@ -115,8 +115,10 @@ def release_settings(params: dict[str, Any]) -> ReleaseSettings:
 class ReleaseInputs:
     episodes: pd.DataFrame
     messages: pd.DataFrame
+    outcomes: pd.DataFrame
+    turn_events: pd.DataFrame
     usage: pd.DataFrame
-    turns: pd.DataFrame
+    calls: pd.DataFrame
     latent: pd.DataFrame
     episode_labels: pd.DataFrame
     turn_labels: pd.DataFrame
@@ -159,7 +161,8 @@ def read_inputs(settings: ReleaseSettings, root: Path = Path(".")) -> ReleaseInp
     if lengths and lengths != [settings.rank]:
         raise CoordsetError(f"{INPUTS['latent']}: latent vectors have length {lengths} but params.yaml 'rank' is "
                             f"{settings.rank}: re-run the latent stage (dvc repro latent)")
-    schemas = {"episodes": EPISODES, "messages": MESSAGES, "usage": EPISODE_USAGE, "turns": TURN_USAGE,
+    schemas = {"episodes": EPISODES, "messages": MESSAGES, "outcomes": OUTCOMES, "turn_events": TURN_EVENTS,
+               "usage": EPISODE_USAGE, "calls": CALL_USAGE,
                "latent": latent_states(settings.rank), "episode_labels": EPISODE_LABELS,
                "turn_labels": TURN_LABELS, "judge_verdicts": JUDGE_EPISODE_VERDICTS}
     tables = {name: latent if name == "latent" else _read_table(root, name) for name in INPUTS}
@@ -198,22 +201,23 @@ def _counts(name: str, ids: pd.Series, expected: pd.Series, what: str) -> None:
     if len(wrong):
         eid = sorted(wrong.index)[0]
         raise CoordsetError(f"{INPUTS[name]}: episode {eid!r} has {int(counts[eid])} {what}, expected "
-                            f"{int(expected[eid])} (n_turns / n_agents of {INPUTS['episodes']}): re-run the stage "
+                            f"{int(expected[eid])} (as {INPUTS['episodes']} says): re-run the stage "
                             "that writes it (dvc repro)")
 
 
 def check_joins(inputs: ReleaseInputs) -> None:
-    """Every table covers exactly the episodes of ``episodes``, with one row per turn (and agent) where due."""
+    """Every table covers exactly the episodes of ``episodes``, with one row per turn (or message) where due."""
     expected = set(inputs.episodes["episode_id"])
-    for name in ("messages", "usage", "turns", "latent", "episode_labels", "turn_labels"):
+    for name in ("messages", "outcomes", "usage", "latent", "episode_labels", "turn_labels"):
         _coverage(name, getattr(inputs, name)["episode_id"], expected)
-    _coverage("judge_verdicts", inputs.judge_verdicts["episode_id"], expected, all_required=False)
+    for name in ("judge_verdicts", "calls", "turn_events"):
+        _coverage(name, getattr(inputs, name)["episode_id"], expected, all_required=False)
     shape = inputs.episodes.set_index("episode_id")
-    turns, agent_turns = shape["n_turns"], shape["n_turns"] * shape["n_agents"]
+    turns = shape["n_turns"]
     messages = inputs.messages
-    _counts("messages", messages.loc[messages["role"] == "user", "episode_id"], turns, "user messages")
-    _counts("messages", messages.loc[messages["role"] == "agent", "episode_id"], agent_turns, "agent messages")
-    _counts("turns", inputs.turns["episode_id"], agent_turns, "(turn, agent) rows")
+    _counts("messages", messages["episode_id"], shape["n_messages"], "messages")
+    _counts("calls", inputs.calls["episode_id"], messages.loc[messages["role"] == "agent", "episode_id"]
+            .value_counts().reindex(shape.index, fill_value=0), "calls (agent messages)")
     _counts("latent", inputs.latent["episode_id"], turns, "turn rows")
     _counts("turn_labels", inputs.turn_labels["episode_id"], turns, "turn rows")
     for name in ("usage", "episode_labels"):
@@ -266,6 +270,11 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
+def _str_or_none(value: Any) -> str | None:
+    """A missing string (None, NaN or NA, as pandas' string columns hold it) as None."""
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
 @dataclass
 class EpisodeJoiner:
     """Builds release rows from the inputs, one chunk of episode ids at a time."""
@@ -275,12 +284,15 @@ class EpisodeJoiner:
     def __post_init__(self) -> None:
         self.episodes = self.inputs.episodes.sort_values("episode_id", kind="stable").reset_index(drop=True)
         labels = self.inputs.episode_labels.drop(columns=["source", "coordination_overhead"])
+        outcomes = self.inputs.outcomes[["episode_id", "unknown_reason", "mistake_agent", "mistake_step",
+                                         "mistake_reason", "any_deal_passed"]]
         self.scalars = (self.episodes
                         .merge(self.inputs.usage.drop(columns=["n_turns", "n_agents"]), on="episode_id",
                                validate="one_to_one")
+                        .merge(outcomes, on="episode_id", validate="one_to_one")
                         .merge(labels, on="episode_id", validate="one_to_one"))
         self.index = {name: _Index(getattr(self.inputs, name))
-                      for name in ("messages", "turns", "latent", "turn_labels", "judge_verdicts")}
+                      for name in ("messages", "calls", "turn_events", "latent", "turn_labels", "judge_verdicts")}
 
     def chunks(self, size: int = CHUNK_EPISODES) -> Iterator[pd.DataFrame]:
         for start in range(0, len(self.scalars), size):
@@ -288,24 +300,26 @@ class EpisodeJoiner:
 
     def frame(self, scalars: pd.DataFrame) -> pd.DataFrame:
         ids = scalars["episode_id"].tolist()
-        shape = {r.episode_id: (list(r.agent_models), int(r.n_turns))
-                 for r in scalars[["episode_id", "agent_models", "n_turns"]].itertuples(index=False)}
-        lists = {eid: self._empty(agents, n_turns) for eid, (agents, n_turns) in shape.items()}
-        self._messages(self.index["messages"].take(ids), lists, shape)
-        self._tokens(self.index["turns"].take(ids), lists, shape)
+        shape = {r.episode_id: (list(r.agents), int(r.n_turns))
+                 for r in scalars[["episode_id", "agents", "n_turns"]].itertuples(index=False)}
+        lists = {eid: self._empty(n_turns) for eid, (_, n_turns) in shape.items()}
+        self._messages(self.index["messages"].take(ids), lists)
+        self._tokens(self.index["calls"].take(ids), lists)
+        self._turn_events(self.index["turn_events"].take(ids), lists)
         self._latent(self.index["latent"].take(ids), lists)
         self._turn_labels(self.index["turn_labels"].take(ids), lists)
         self._verdicts(self.index["judge_verdicts"].take(ids), lists)
 
         out = scalars.copy()
-        out.insert(out.columns.get_loc("agent_models"), "date",
+        out.insert(out.columns.get_loc("agents"), "date",
                    pd.Series([episode_date(s, e) for s, e in zip(out["tstamp_start"], out["tstamp_end"], strict=True)],
                              dtype="str"))
-        for column in ("user_turns", "responses", "token_usage_per_turn", "latent_per_turn", "latent_split",
+        for column in ("messages", "token_usage_per_call", "turn_events", "latent_per_turn", "latent_split",
                        "judge_verdicts", "agent_similarity_per_turn", "agreement_level_per_turn", "events"):
             kind = "str" if column == "latent_split" else object
             out[column] = pd.Series([lists[i][column] for i in ids], dtype=kind)
         out["completion_tokens_by_agent"] = out["completion_tokens_by_agent"].map(lambda v: [int(x) for x in v])
+        out["agents"] = out["agents"].map(list)
         out["agent_models"] = out["agent_models"].map(list)
         out["agent_grades"] = pd.Series(
             [None if v is None else [_float_or_none(x) for x in v] for v in out["agent_grades"]], dtype=object)
@@ -313,36 +327,32 @@ class EpisodeJoiner:
         return out[front + sorted(c for c in out if c.startswith(LLM_PREFIX))]
 
     @staticmethod
-    def _empty(agents: list[str], n_turns: int) -> dict[str, Any]:
-        return {"user_turns": [None] * n_turns, "responses": [[None] * n_turns for _ in agents],
-                "token_usage_per_turn": [], "latent_per_turn": [None] * n_turns, "latent_split": None,
-                "judge_verdicts": [], "agent_similarity_per_turn": [None] * n_turns,
+    def _empty(n_turns: int) -> dict[str, Any]:
+        return {"messages": [], "token_usage_per_call": [], "turn_events": [], "latent_per_turn": [None] * n_turns,
+                "latent_split": None, "judge_verdicts": [], "agent_similarity_per_turn": [None] * n_turns,
                 "agreement_level_per_turn": [None] * n_turns, "events": []}
 
-    def _messages(self, rows: pd.DataFrame, lists: dict[str, Any], shape: dict[str, Any]) -> None:
-        where = INPUTS["messages"]
-        for eid, turn, role, model, text in _columns(rows, ["episode_id", "turn", "role", "agent_model", "text"]):
-            entry = lists[eid]
-            if role == "user":
-                _place(entry["user_turns"], int(turn) - 1, text, where, eid, "user turn")
-                continue
-            agents = shape[eid][0]
-            if model not in agents:
-                raise CoordsetError(f"{where}: episode {eid!r} has a reply by {model!r}, not one of {agents}")
-            _place(entry["responses"][agents.index(model)], int(turn) - 1, text, where, eid, f"{model} turn")
+    def _messages(self, rows: pd.DataFrame, lists: dict[str, Any]) -> None:
+        columns = ["episode_id", "position", "turn", "speaker", "role", "agent_model", "text", "reasoning"]
+        for eid, position, turn, speaker, role, model, text, reasoning in _columns(rows, columns):
+            lists[eid]["messages"].append({"position": int(position), "turn": int(turn), "speaker": speaker,
+                                           "role": role, "model": _str_or_none(model), "text": text,
+                                           "reasoning": _str_or_none(reasoning)})
 
-    def _tokens(self, rows: pd.DataFrame, lists: dict[str, Any], shape: dict[str, Any]) -> None:
-        columns = ["episode_id", "turn", "agent_model", "user_tokens", "completion_tokens", "billed_prompt_tokens"]
-        for eid, turn, model, user, completion, billed in _columns(rows, columns):
-            agents, n_turns = shape[eid]
-            if model not in agents or not 1 <= turn <= n_turns:
-                raise CoordsetError(f"{INPUTS['turns']}: episode {eid!r} has a row for ({turn}, {model!r}) outside "
-                                    f"its {n_turns} turns and agents {agents}")
-            lists[eid]["token_usage_per_turn"].append(
-                {"turn": int(turn), "agent": model, "user_tokens": int(user), "completion_tokens": int(completion),
-                 "billed_prompt_tokens": int(billed)})
-        for eid, (agents, _) in shape.items():
-            lists[eid]["token_usage_per_turn"].sort(key=lambda r, a=agents: (r["turn"], a.index(r["agent"])))
+    def _tokens(self, rows: pd.DataFrame, lists: dict[str, Any]) -> None:
+        columns = ["episode_id", "position", "turn", "speaker", "completion_tokens", "reasoning_tokens",
+                   "billed_prompt_tokens", "billing"]
+        for eid, position, turn, speaker, completion, reasoning, billed, billing in _columns(rows, columns):
+            lists[eid]["token_usage_per_call"].append(
+                {"position": int(position), "turn": int(turn), "agent": speaker, "completion_tokens": int(completion),
+                 "reasoning_tokens": int(reasoning), "billed_prompt_tokens": int(billed), "billing": billing})
+
+    def _turn_events(self, rows: pd.DataFrame, lists: dict[str, Any]) -> None:
+        columns = ["episode_id", "turn", "position", "kind", "agent", "value", "detail"]
+        for eid, turn, position, kind, agent, value, detail in _columns(rows, columns):
+            lists[eid]["turn_events"].append(
+                {"turn": int(turn), "position": None if pd.isna(position) else int(position), "kind": kind,
+                 "agent": _str_or_none(agent), "value": _float_or_none(value), "detail": _str_or_none(detail)})
 
     def _latent(self, rows: pd.DataFrame, lists: dict[str, Any]) -> None:
         for eid, turn, split, vector in _columns(rows, ["episode_id", "turn", "split", "latent"]):
@@ -416,22 +426,24 @@ class RecordContext:
     settings: ReleaseSettings
     latent_error: dict[str, Any]
 
-    @property
-    def token_method(self) -> str:
+    def token_method(self, source: str) -> str:
         s = self.settings
-        return (f"tiktoken {s.encoding}; each agent call is billed for the whole history it sees (every user turn "
-                f"so far and its own earlier replies) plus {s.tokens_per_message} tokens per message and the role, "
-                f"and {s.tokens_per_reply} tokens to prime the reply")
+        seen = {"own_thread": "every user turn so far and its own earlier replies",
+                "shared_history": "every earlier message of the episode",
+                "logged_prompt": "that call's prompt, logged or rebuilt from the log"}[REGISTRY[source].billing]
+        return (f"tiktoken {s.encoding}; each agent call is billed for what that agent saw ({seen}) plus "
+                f"{s.tokens_per_message} tokens per message and the role, and {s.tokens_per_reply} tokens to prime "
+                "the reply")
 
     @property
     def latent_model(self) -> str:
         return (f"recurrent coordinator ({self.settings.cell}, state width {self.settings.rank}) over "
-                f"{self.settings.embed_model} message embeddings; the state after each turn's last agent message")
+                f"{self.settings.embed_model} message embeddings; the state after each turn's last message")
 
     JUDGES_METHOD = ("each judge's pairwise verdict on the last turn it judged, asked in both agent orders; a "
                      "verdict counts only if both orders agree; consensus = plurality of the consistent verdicts "
                      "(top count shared: tie; none: unknown)")
-    RULES_METHOD = ("rules keyed to params.yaml thresholds (coordset/rule_labels.py): outcome from the judges' mean "
+    RULES_METHOD = ("rules keyed to params.yaml thresholds (coordset/labels/rules.py): outcome from the judges' mean "
                     "1-10 grades, success = a named winner and coordination_overhead below its threshold, agreement "
                     "from the cosine similarity of the agents' reply embeddings")
 
@@ -439,7 +451,7 @@ class RecordContext:
     def llm_method(self) -> str:
         return (f"{self.settings.llm_model} through an OpenAI-compatible endpoint, asked in both agent orders with a "
                 "structured answer; consistent iff both orders prefer the same model or both tie "
-                "(coordset/llm_labels.py)")
+                "(coordset/labels/llm.py)")
 
 
 def latent_error_metrics(latent_metrics: dict[str, Any]) -> dict[str, Any]:
@@ -450,20 +462,23 @@ def latent_error_metrics(latent_metrics: dict[str, Any]) -> dict[str, Any]:
 def episode_record(row: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     """One JSON line: input, context (agents, responses, tokens, latent states, outcomes), output, metadata."""
     row = {k: _scalar(v) for k, v in row.items()}
-    agents = list(row["agent_models"])
+    agents = list(row["agents"])
+    source = REGISTRY[row["source"]]
     thresholds = ctx.settings.thresholds
     grades = row["agent_grades"]
     llm_fields = {k[len(LLM_PREFIX):]: v for k, v in row.items() if k.startswith(LLM_PREFIX)}
     record = {
-        "input": row["user_turns"],
+        "input": [m["text"] for m in row["messages"] if m["role"] == "user"],
         "context": {
             "agents": agents,
-            "responses": {agent: row["responses"][i] for i, agent in enumerate(agents)},
-            "winner": row["winner"],
-            "winner_source": row["winner_source"],
+            "agent_models": list(row["agent_models"]),
+            "messages": row["messages"],
+            "responses": {agent: [m["text"] for m in row["messages"] if m["speaker"] == agent] for agent in agents},
+            # A head-to-head source's outcome names the winning agent; elsewhere there is no winner.
+            "winner": row["consensus"] if source.parallel else None,
             "token_usage": {
-                "method": ctx.token_method,
-                "per_turn": row["token_usage_per_turn"],
+                "method": ctx.token_method(row["source"]),
+                "per_call": row["token_usage_per_call"],
                 "totals": {
                     **{k: row[k] for k in ("user_tokens", "completion_tokens", "billed_prompt_tokens",
                                            "input_tokens", "output_tokens", "total_tokens")},
@@ -481,6 +496,13 @@ def episode_record(row: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
                 "error": ctx.latent_error,
             },
             "coordination_outcomes": {
+                "native": {
+                    "outcome": row["consensus"],
+                    "outcome_source": row["consensus_source"],
+                    **{k: row[k] for k in ("unknown_reason", "mistake_agent", "mistake_step", "mistake_reason",
+                                           "any_deal_passed")},
+                    "turn_events": row["turn_events"],
+                },
                 "judges": {
                     "method": RecordContext.JUDGES_METHOD,
                     "verdicts": row["judge_verdicts"],
@@ -525,11 +547,12 @@ def episode_record(row: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
         "metadata": {
             "episode_id": row["episode_id"],
             "source": row["source"],
-            "licence": LICENCES[row["source"]],
+            "licence": source.licence,
             "annotation_version": ctx.settings.annotation_version,
             "date": row["date"],
-            "question_id": row["question_id"],
+            "group_id": row["group_id"],
             "category": row["category"],
+            "subset": row["subset"],
             "language": row["language"],
         },
     }

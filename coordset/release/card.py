@@ -2,7 +2,7 @@
 
 A YAML header (licence, languages, size category, the Parquet config and ``dataset_info.features``),
 then what every field means (from ``schemas.release.FIELDS``, the same table the Parquet schema is made
-from), how each annotation was made (quoting the docstrings of the code that made it), the params and
+from), how each annotation was made (in the card's own words), the params and
 metrics of the run, the sources with their licences and the known limitations. Numbers are reported as
 they came out: where the recurrent model, a judge or a label does worse than its baseline, the card
 says so in words. Nothing in it depends on the clock or the machine.
@@ -10,9 +10,6 @@ says so in words. Nothing in it depends on the clock or the machine.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
-import inspect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,8 +18,9 @@ from typing import Any
 import pyarrow
 import yaml
 
-from coordset.fetch import PINNED_SOURCES
 from coordset.release import PARQUET, ReleaseSettings, ReleaseSummary
+from coordset.sources import REGISTRY
+from coordset.sources.registry import BILLING, Source
 from schemas.release import FIELDS, describe
 
 PRETTY_NAME = "coordset: multi-LLM interaction episodes"
@@ -49,9 +47,9 @@ class LatentBaseline:
 
 LATENT_BASELINES = (
     LatentBaseline("reconstruction_error", "pca_reconstruction_error", True, "held-out reconstruction error",
-                   "a PCA of the same rank fitted on the training questions"),
+                   "a PCA of the same rank fitted on the training groups"),
     LatentBaseline("explained_variance", "pca_explained_variance", False, "held-out explained variance",
-                   "a PCA of the same rank fitted on the training questions"),
+                   "a PCA of the same rank fitted on the training groups"),
     LatentBaseline("next_step_error", "next_step_error_no_memory", True, "held-out next-message prediction error",
                    "the no-memory baseline (the current message as the prediction of the next)"),
     LatentBaseline("next_step_error", "next_step_error_no_memory_same_rank", True,
@@ -61,50 +59,6 @@ LATENT_BASELINES = (
     LatentBaseline("probe_accuracy_all_episodes", "probe_majority_rate_all_episodes", False,
                    "outcome probe accuracy over all episodes", "the majority class"),
 )
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    title: str
-    url: str | None
-    revision: str | None
-    licence: str
-    hf_license: str | None  # the Hub's licence id, when one id covers it
-    note: str
-
-
-def _github_pin(name: str) -> tuple[str, str]:
-    """(repository URL, commit) of a source pinned in coordset.fetch (raw.githubusercontent.com/<o>/<r>/<sha>/)."""
-    owner, repo, commit = PINNED_SOURCES[name].base_url.split("githubusercontent.com/")[1].strip("/").split("/")[:3]
-    return f"https://github.com/{owner}/{repo}", commit
-
-
-def source_info(params: dict[str, Any]) -> dict[str, SourceInfo]:
-    repro_url, repro_commit = _github_pin("mt_bench_repro")
-    fastchat_url, fastchat_commit = _github_pin("fastchat_mt_bench")
-    arena = (params.get("sources") or {}).get("chatbot_arena") or {}
-    return {
-        "mt_bench_repro": SourceInfo(
-            "MT-Bench reproduction: 80 two-turn questions, answers of 6 open models, pairwise verdicts (both orders) "
-            "and 1-10 grades of 6 LLM judges", repro_url, repro_commit, "Apache-2.0", "apache-2.0",
-            "Licence file `LICENSE` at the pinned commit."),
-        "fastchat_mt_bench": SourceInfo(
-            "MT-Bench questions and the 31 published model answer sets of FastChat's llm_judge", fastchat_url,
-            fastchat_commit, "Apache-2.0", "apache-2.0",
-            "A mirror of the lm-sys/FastChat data (https://github.com/lm-sys/FastChat), Apache-2.0 like FastChat."),
-        "chatbot_arena": SourceInfo(
-            "Chatbot Arena conversations with pairwise human votes (33K, April-June 2023)",
-            "https://huggingface.co/datasets/" + str(arena.get("repo_id", "lmsys/chatbot_arena_conversations")),
-            arena.get("revision"), "CC-BY-4.0 (user prompts) and CC-BY-NC-4.0 (model outputs)", None,
-            "Gated on the Hugging Face Hub (licence tag `cc`): access requires accepting lmsys's terms (no attempt to "
-            "identify individuals, follow each model's terms of use for its outputs; the conversations may be "
-            "unsafe or offensive). The model outputs are non-commercial: a release containing this source is "
-            "not usable commercially."),
-        "local": SourceInfo(
-            "The researcher's own conversations in the arena record shape (data/local/)", None, None,
-            "the researcher's own", None,
-            "Whoever builds with local data sets its licence; check it before publishing."),
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -158,28 +112,6 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{key}", value))
     return rows
-
-
-def _quote(text: str | None) -> str:
-    if not text:
-        return "> (no docstring found)"
-    return "\n".join("> " + line if line else ">" for line in text.splitlines())
-
-
-def docstring(module: str, function: str | None = None) -> str | None:
-    """A module's (or one of its functions') docstring, read from the source without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return None
-    with open(spec.origin, encoding="utf-8") as fh:
-        tree = ast.parse(fh.read())
-    if function is None:
-        return ast.get_docstring(tree)
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
-            text = ast.get_docstring(node)
-            return inspect.cleandoc(text) if text else None
-    return None
 
 
 def arrow_type_name(kind: pyarrow.DataType) -> str:
@@ -328,9 +260,9 @@ class CardInputs:
     metrics: dict[str, dict[str, Any]]
 
 
-def header(card: CardInputs, sources: dict[str, SourceInfo]) -> dict[str, Any]:
+def header(card: CardInputs) -> dict[str, Any]:
     summary = card.summary
-    licences = {sources[s].hf_license for s in summary.sources}
+    licences = {REGISTRY[s].hf_license for s in summary.sources}
     meta: dict[str, Any] = {}
     if len(licences) == 1 and None not in licences:
         meta["license"] = licences.pop()
@@ -354,16 +286,16 @@ def header(card: CardInputs, sources: dict[str, SourceInfo]) -> dict[str, Any]:
 
 
 def render_card(card: CardInputs) -> str:
-    sources = source_info(card.params)
     summary, settings, metrics = card.summary, card.settings, card.metrics
     assert summary.schema is not None
-    parts = ["---", yaml.safe_dump(header(card, sources), sort_keys=False, allow_unicode=True, width=100).rstrip(),
+    parts = ["---", yaml.safe_dump(header(card), sort_keys=False, allow_unicode=True, width=100).rstrip(),
              "---", ""]
     add = parts.append
 
     add(f"# {PRETTY_NAME}\n")
-    add(f"{summary.rows:,} episodes in which two or more models answer the "
-        "same multi-turn conversation, each annotated with token-level communication logs, per-turn latent states "
+    add(f"{summary.rows:,} episodes in which several LLM agents work on one task (negotiations, agent teams, "
+        "debates) or answer the same multi-turn conversation, each annotated with token-level communication logs, "
+        "per-turn latent states "
         "of a low-rank recurrent coordinator and coordination outcome labels (LLM judges, rules"
         f"{', an LLM labeler' if settings.llm_enabled else ''}). Annotation version "
         f"`{settings.annotation_version}`; built by the `release` stage of the coordset DVC pipeline.\n")
@@ -376,11 +308,12 @@ def render_card(card: CardInputs) -> str:
     add("## Files\n")
     add(f"- `{PARQUET}`: one row per episode, sorted by `episode_id` (the fields below). "
         "`datasets.load_dataset(\"parquet\", data_files=\"coordset.parquet\")` or `pandas.read_parquet`.")
-    add("- `coordset.jsonl`: the same episodes, one JSON object per line: `input` (the user turns), `context` "
-        "(`agents`, `responses` per agent and turn, `winner`, `token_usage` with `per_turn`, `totals` and "
+    add("- `coordset.jsonl`: the same episodes, one JSON object per line: `input` (the user messages), `context` "
+        "(`agents`, `agent_models`, `messages`, `responses` per agent, `winner` (head-to-head sources), "
+        "`token_usage` with `per_call`, `totals` and "
         "`communication_efficiency`, `latent_states` with `per_turn` vectors, `method`, `rank`, `split` and the "
-        "held-out `error` figures, `coordination_outcomes` with `judges`, `rule` and `llm`, each with the `method` "
-        "that made it), `output` (the consensus outcome and `coordination_success`) and `metadata` (`source`, "
+        "held-out `error` figures, `coordination_outcomes` with `native`, `judges`, `rule` and `llm`, each with the "
+        "`method` that made it), `output` (the outcome and `coordination_success`) and `metadata` (`source`, "
         "`licence`, `annotation_version`, `date`, ids, category, language).")
     add("- `README.md`: this card.\n")
 
@@ -390,6 +323,9 @@ def render_card(card: CardInputs) -> str:
             for f in summary.schema]
     add(_table(["field", "type", "group", "meaning"], rows) + "\n")
 
+    add("## Sources\n")
+    for name in sorted(summary.sources):
+        add(_source_section(REGISTRY[name], summary.sources[name], metrics))
     add("## How each annotation was made\n")
     add(_tokens_section(settings, card.params))
     add(_latent_section(settings, card.params, metrics.get("latent", {}), LATENT_BASELINES))
@@ -412,14 +348,17 @@ def render_card(card: CardInputs) -> str:
 
     add("## Sources and licences\n")
     rows = []
-    for name, info in sources.items():
-        where = info.url or "data/local/"
-        if info.revision:
-            where += f" at `{info.revision}`"
-        rows.append((f"`{name}`", summary.sources.get(name, 0), info.title, where, info.licence, info.note))
-    add(_table(["source", "episodes here", "what", "where (pinned)", "licence", "notes"], rows) + "\n")
+    for name, source in REGISTRY.items():
+        where = source.homepage + (f" at `{source.revision}`" if source.revision else "")
+        rows.append((f"`{name}`", summary.sources.get(name, 0), source.title, where, source.licence))
+    add(_table(["source", "episodes here", "what", "where (pinned)", "licence"], rows) + "\n")
     used = sorted(summary.sources)
-    add("This build contains " + (", ".join(f"`{s}` ({sources[s].licence})" for s in used) if used else "no source")
+    if any(REGISTRY[s].licence.startswith("GPL") for s in used):
+        add("This build includes GPL-3.0 data (`mad_debate`). GPL-3.0 is a copyleft licence: a release that "
+            "includes it, and derived data that is distributed, must be made available under GPL-3.0 too, with its "
+            "source; it cannot be relicensed more permissively. Leave `mad_debate` out of `sources.use` for a "
+            "release under the other sources' permissive licences.\n")
+    add("This build contains " + (", ".join(f"`{s}` ({REGISTRY[s].licence})" for s in used) if used else "no source")
         + ". Each JSON line's `metadata.licence` names its source's licence; the annotations added here follow "
         "the licence of the episode they annotate. Judge verdicts and grades are the source's (mt_bench_repro).\n")
 
@@ -428,34 +367,62 @@ def render_card(card: CardInputs) -> str:
     return "\n".join(parts)
 
 
+BILLING_WORDS = {
+    "own_thread": "the user turns so far and the agent's own earlier replies (the agents answer in parallel)",
+    "shared_history": "every earlier message of the episode, as a group-chat framework re-sends it",
+    "logged_prompt": "that call's prompt, as the framework logged it or as rebuilt from its log",
+}
+assert set(BILLING_WORDS) == set(BILLING)
+
+
+def _source_section(source: Source, episodes: int, metrics: dict[str, dict[str, Any]]) -> str:
+    text = (f"### `{source.name}` ({episodes:,} episodes, {source.licence})\n\n{source.card}\n\n"
+            f"- A turn is {source.turn}.\n- An agent's call is billed for {BILLING_WORDS[source.billing]}.\n")
+    native = ((metrics.get("labels") or {}).get("native_outcomes") or {}).get(source.name)
+    if native:
+        text += "- Outcomes: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(native["outcome"].items())) + ".\n"
+        if native.get("success_rate") is not None:
+            text += f"- Success rate where known: {native['success_rate']:.3f}.\n"
+    error = (((metrics.get("enrich") or {}).get("by_source") or {}).get(source.name) or {}).get("vs_logged_usage")
+    if error:
+        for kind, e in sorted(error.items()):
+            text += (f"- Our {kind} token counts vs the usage the API logged ({e['calls']:,} calls): median absolute "
+                     f"relative error {e['median_abs_relative_error']:.3f}, 90th percentile "
+                     f"{e['p90_abs_relative_error']:.3f}, median signed {e['median_relative_error']:+.3f}.\n")
+    return text
+
+
 def _tokens_section(settings: ReleaseSettings, params: dict[str, Any]) -> str:
     return (
         "### Token accounting (enrich)\n\n"
-        f"Every message is tokenized with tiktoken `{settings.encoding}`. An agent's call at turn *t* is billed for "
-        f"the whole history it sees: every user turn so far and its own earlier replies, each with "
+        f"Every message is tokenized with tiktoken `{settings.encoding}`. An agent's call is billed for what that "
+        "agent saw, by its source's rule (see Sources): each re-sent message with "
         f"`tokens_per_message` = {settings.tokens_per_message} plus the role's tokens, and `tokens_per_reply` = "
         f"{settings.tokens_per_reply} to prime the reply. `input_tokens` is that billed prompt, `output_tokens` "
         "the completions, `avg_tokens_per_turn` = total / turns, `input_output_ratio` = input / total, "
-        "`coordination_overhead` = |out_a - out_b| / total. From `coordset/tokens.py`:\n\n"
-        + _quote(docstring("coordset.tokens")) + "\n")
+        "`coordination_overhead` = (max - min) of the agents' completion tokens / total. Completion tokens include "
+        "an agent's private reasoning where the source logs it. One tokenizer stands in for every model's own, so "
+        "the counts approximate what each provider billed; where a source logged the real usage (ChatDev), its "
+        "section above reports how far the counts are from it.\n")
 
 
 def _latent_section(settings: ReleaseSettings, params: dict[str, Any], latent: dict[str, Any],
                     baselines: Iterable[LatentBaseline]) -> str:
-    embed = params.get("embed") or {}
-    lat = params.get("latent") or {}
+    lat = settings.latent
     text = (
         "### Embeddings and latent states (embed, latent)\n\n"
         f"Every distinct message text is embedded once with sentence-transformers `{settings.embed_model}` "
-        f"(long texts: `{embed.get('long_text')}`, backend `{embed.get('backend')}`). The recurrent coordinator "
+        f"(long texts: `{settings.embed_long_text}`, backend `{settings.embed_backend}`). The recurrent coordinator "
         f"(`latent.cell` = `{settings.cell}`, state width `rank` = {settings.rank}) reads each episode's messages in "
-        "order (user, agent 1, agent 2, user, ...) and from its state reconstructs the current message embedding "
-        "and predicts the next; `latent_per_turn` is its state after each turn's last agent message. It is trained "
-        f"for {lat.get('epochs')} epochs (learning rate {lat.get('learning_rate')}, weight decay "
-        f"{lat.get('weight_decay')}, seed {lat.get('seed')}) on the training questions; "
-        f"{_share(lat.get('holdout_fraction'))} of the questions are held out, and every figure below is measured "
-        "on them. Why this cell, from `coordset/latent.py`:\n\n"
-        + _quote(docstring("coordset.latent")) + "\n\n"
+        "order (each with a feature saying who spoke: user, tool or the agent's slot) and from its state "
+        "reconstructs the current message embedding and predicts the next; `latent_per_turn` is its state after "
+        "each turn's last message. It is trained "
+        f"for {lat.epochs} epochs (learning rate {lat.learning_rate}, weight decay {lat.weight_decay}, seed "
+        f"{lat.seed}) on the training groups (questions, tasks, games, projects); "
+        f"{_share(lat.holdout_fraction)} of the groups are held out, and every figure below is measured on them. "
+        "The state *is* the rank-dimensional latent and the read-outs are linear, so its reconstruction is "
+        "directly comparable with a PCA of the same rank; the `linear` cell (h = A h + B x) contains that PCA as a "
+        "special case, the `gru` cell adds gating so the state can keep context while each message is written in.\n\n"
         "Held-out results (metrics/latent.json):\n\n"
     )
     findings = latent_findings(latent, baselines)
@@ -467,10 +434,11 @@ def _judges_section(labels: dict[str, Any]) -> str:
     judges = labels.get("judges") or {}
     text = (
         "### Imported LLM judges and their consensus (label)\n\n"
-        "Each judge compared the two answers in both orders (AB and BA). From `coordset/verdicts.py`:\n\n"
-        + _quote(docstring("coordset.verdicts")) + "\n\n"
-        "How the consensus is made (`coordset/judges.py`, `episode_consensus`):\n\n"
-        + _quote(docstring("coordset.judges", "episode_consensus")) + "\n\n"
+        "Each judge compared the two answers in both orders (AB, then the pair swapped as BA). Its verdict counts "
+        "only when both orders name the same model or both say tie; otherwise it is `inconsistent` (position "
+        "bias), and an order the judge's text did not yield is `error`. The consensus is the plurality of the "
+        "consistent verdicts on the last turn each judge saw: two outcomes sharing the top count make a `tie`, no "
+        "consistent verdict makes it `unknown`. Other sources keep their own outcome (see Sources).\n\n"
     )
     text += "\n".join(f"- {s}" for s in judge_findings(labels)) + "\n"
     consistency = judges.get("consistency") or {}
@@ -496,19 +464,26 @@ def _rules_section(settings: ReleaseSettings) -> str:
             ("agreement_drop", t.agreement_drop, "event when similarity falls by more than it"),
             ("length_ratio", t.length_ratio, "event when the longest reply has at least this many times the tokens")]
     return ("### Rule labels (label)\n\nThresholds used (`thresholds` in params.yaml):\n\n"
-            + _table(["threshold", "value", "rule"], rows) + "\n\nFrom `coordset/rule_labels.py`:\n\n"
-            + _quote(docstring("coordset.rule_labels")) + "\n")
+            + _table(["threshold", "value", "rule"], rows) + "\n\n"
+            "`rule_outcome` is the agent with the higher mean 1-10 judge grade (`tie` when shared, `unknown` without "
+            "grades); `efficiency_score` is that mean grade per 1k completion tokens. `coordination_success`: for "
+            "head-to-head sources a named winner with `coordination_overhead` below its threshold; for "
+            "conversations among agents the source's own outcome is a success (null when unknown). Per turn, "
+            "`agent_similarity` is the mean pairwise cosine similarity of the agent messages' embeddings in that turn "
+            "(`unknown` level with fewer than two), and the events mark an agreement drop since the previous turn and "
+            "a length imbalance between the longest and shortest agent message.\n")
 
 
 def _llm_section(settings: ReleaseSettings, params: dict[str, Any]) -> str:
     if not settings.llm_enabled:
         return ("### LLM-assisted labels\n\nNot enabled in this build (`label.llm.enabled: false`): there are no "
                 "`llm_*` columns and every JSON line has `coordination_outcomes.llm: null`.\n")
-    llm = ((params.get("label") or {}).get("llm")) or {}
-    return (f"### LLM-assisted labels (label)\n\nModel `{settings.llm_model}` (any OpenAI-compatible endpoint), "
-            f"temperature {llm.get('temperature')}, at most {llm.get('max_calls')} calls, episodes: "
-            f"{llm.get('max_episodes') or 'all'}. From `coordset/llm_labels.py`:\n\n"
-            + _quote(docstring("coordset.llm_labels")) + "\n")
+    return (f"### LLM-assisted labels (label)\n\nModel `{settings.llm_model}` through an OpenAI-compatible endpoint. "
+            "Each two-agent head-to-head episode is shown with the conversation as delimited, untrusted data, once "
+            "in each agent order, and answered with a JSON schema (success 0-10, agreement, efficiency 0-10, the "
+            "preferred agent, a short reason); an answer that breaks the schema is asked again and then recorded "
+            "invalid. The label is `consistent` when both orders prefer the same agent (or both tie). Answers are "
+            "cached by model, prompt and content, so none is paid twice.\n")
 
 
 def limitations(card: CardInputs) -> list[str]:
@@ -525,9 +500,17 @@ def limitations(card: CardInputs) -> list[str]:
                      + ". Use them as a compact trace of the conversation, not as a model that reads it better than "
                      "those baselines.")
     items += [s for s in judge_findings(labels) if "**" in s]
-    items.append("The agents never talk to each other: in every shipped source each model answers the same user "
-                 "turns independently, so agreement and coordination labels compare independent answers, and "
-                 "`billed_prompt_tokens` assumes each agent sees only its own earlier replies.")
+    parallel = sorted(s for s in summary.sources if REGISTRY[s].parallel)
+    if parallel:
+        items.append(f"In the head-to-head sources ({', '.join(parallel)}) the agents never talk to each other: each "
+                     "model answers the same user turns independently, so agreement and coordination labels compare "
+                     "independent answers, and `billed_prompt_tokens` assumes each agent sees only its own earlier "
+                     "replies.")
+    shared = sorted(s for s in summary.sources if REGISTRY[s].billing == "shared_history")
+    if shared:
+        items.append(f"For {', '.join(shared)} the billed prompt counts the episode's earlier messages only: the "
+                     "frameworks' system prompts and instructions are not in the logs, so real prompts were larger "
+                     "(see `vs_logged_usage` in metrics/enrich.json where a source logged its usage).")
     items.append(f"Token counts use one tokenizer (`{card.settings.encoding}`) for every model, not each model's "
                  "own: they approximate what each provider would bill.")
     judges = sorted((labels.get("judges") or {}).get("consistency") or {})
@@ -545,9 +528,9 @@ def limitations(card: CardInputs) -> list[str]:
     if skipped:
         items.append(f"{skipped} source record(s) were skipped by normalize (`normalize.on_bad_record: skip`); "
                      "see metrics/normalize.json for the reasons.")
-    if summary.rows and set(summary.sources) <= {"mt_bench_repro", "fastchat_mt_bench"}:
+    if {"mt_bench_repro", "fastchat_mt_bench"} & set(summary.sources):
         items.append("MT-Bench has only 80 questions (8 categories): episodes of the same question share their user "
-                     "turns, so rows are not independent; split by `question_id` (as the latent split does).")
+                     "turns, so rows are not independent; split by `group_id` (as the latent split does).")
     if "fastchat_mt_bench" in summary.sources:
         items.append("fastchat_mt_bench episodes have no judges and no human vote: their outcome is `unknown`.")
     if "chatbot_arena" in summary.sources:

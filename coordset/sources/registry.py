@@ -1,0 +1,97 @@
+"""What the project knows about a source, in one object: pins, reader, licence, card text, capabilities.
+
+Each source is one module in ``coordset/sources/`` that defines ``SOURCE = Source(...)``;
+``coordset.sources.REGISTRY`` lists them. Fetch, normalize, enrich, label, release and the dataset
+card read these objects and nothing else about a source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coordset.errors import ParamError
+from coordset.fetch import Pinned, fetch_pinned, read_pins
+from coordset.params import get
+from coordset.records import SkipLog
+from coordset.sources.episode import Episode
+
+PINS_DIR = Path(__file__).resolve().parent.parent / "pins"
+
+# How an agent's call is billed (enrich): what that agent actually saw.
+#   own_thread:     the user turns so far and the agent's own earlier replies (agents answer in parallel)
+#   shared_history: every earlier message of the episode, as a group-chat framework re-sends it
+#   logged_prompt:  that call's prompt, logged by the framework or rebuilt from its log (else shared_history)
+BILLING = ("own_thread", "shared_history", "logged_prompt")
+
+
+@dataclass
+class SourceData:
+    """What a reader returns: episodes, plus imported judge verdicts and grades where a source has them."""
+
+    episodes: list[Episode] = field(default_factory=list)
+    judge_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    judge_grades: list[dict[str, Any]] = field(default_factory=list)
+
+
+# read(raw_dir, params, skips) -> SourceData. raw_dir is data/raw/<source> (or the local path);
+# bad records go through skips.handle(source, BadRecord) so the run stops or skips and counts them.
+Reader = Callable[[Path, dict[str, Any], SkipLog], SourceData]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    title: str  # one line for tables and the card
+    licence: str  # SPDX id, or a sentence where there is none
+    homepage: str
+    card: str  # Markdown paragraph(s) for the dataset card: what it is, how episodes and outcomes are made
+    read: Reader
+    billing: str  # one of BILLING
+    hf_license: str | None = None  # the Hugging Face Hub licence id, when one id covers the source
+    fetch: Callable[[Path, dict[str, Any]], None] | None = None  # custom fetch into a folder (e.g. from the Hub)
+    location: Callable[[dict[str, Any]], Path] | None = None  # read in place from here instead of data/raw/<name>
+    base_url: str | None = None  # pinned upstream (a commit in the URL); None: fetched otherwise or read in place
+    pinned_files: Callable[[dict[str, str], dict[str, Any]], dict[str, str]] | None = None  # pins -> the ones needed
+    parallel: bool = False  # agents answer the same user turns independently (head-to-head)
+    judges: bool = False  # imports pairwise judge verdicts
+    grades: bool = False  # imports 1-10 grades
+    native_labels: tuple[str, ...] = ()  # e.g. ("mistake_agent", "mistake_step")
+    success_outcomes: tuple[str, ...] = ()  # outcome labels that mean the agents coordinated successfully
+    turn: str = "a user turn and the agents' replies to it"  # what `turn` means for this source
+
+    @property
+    def pin_file(self) -> Path:
+        return PINS_DIR / f"{self.name}.sha256"
+
+    @property
+    def revision(self) -> str | None:
+        """The pinned upstream commit, read from a raw.githubusercontent.com base URL."""
+        if self.base_url and "githubusercontent.com/" in self.base_url:
+            return self.base_url.split("githubusercontent.com/")[1].strip("/").split("/")[2]
+        return None
+
+    def fetch_into(self, out_dir: Path, params: dict[str, Any], *, mirror: Path | None,
+                   progress: bool = False) -> None:
+        """Put the source's files under ``out_dir``: pinned files verified by sha256, or the source's own fetch."""
+        if self.fetch is not None:
+            self.fetch(out_dir, params)
+        elif self.base_url is not None:
+            pins = read_pins(self.pin_file)
+            files = self.pinned_files(pins, params) if self.pinned_files else pins
+            fetch_pinned(Pinned(self.name, self.base_url, self.pin_file), files, out_dir, mirror=mirror,
+                         progress=progress)
+
+    def raw_dir(self, raw_root: Path, params: dict[str, Any]) -> Path:
+        return self.location(params) if self.location is not None else raw_root / self.name
+
+
+def max_episodes(params: dict[str, Any], source: str) -> int | None:
+    """``sources.<source>.max_episodes``: null for every episode, else keep the first N (tests, small builds)."""
+    key = f"sources.{source}.max_episodes"
+    value = get(params, key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ParamError(key, f"must be null or an integer >= 1, got {value!r}")
+    return value
