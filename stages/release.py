@@ -10,8 +10,10 @@ dataset card).
 from __future__ import annotations
 
 from coordset.params import load_params
-from coordset.release import OUT_DIR, read_inputs, release_settings, write_release
 from coordset.release.card import CardInputs, render_card
+from coordset.release.inputs import read_inputs
+from coordset.release.settings import OUT_DIR, release_settings
+from coordset.release.write import write_release
 from stages._entry import run
 
 

@@ -22,13 +22,11 @@ import yaml
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.normalize import episode_frames
-from coordset.release import (
-    EpisodeJoiner,
-    read_inputs,
-    release_settings,
-    write_release,
-)
 from coordset.release.card import hf_feature, latent_findings, not_beaten, size_category
+from coordset.release.inputs import read_inputs
+from coordset.release.rows import EpisodeJoiner
+from coordset.release.settings import release_settings
+from coordset.release.write import write_release
 from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
 from coordset.sources.parallel import Conversation, parallel_episode
 from schemas import SchemaViolation, check

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow
 import yaml
 
-from coordset.release import PARQUET, ReleaseSettings, ReleaseSummary
+from coordset.release.settings import PARQUET, ReleaseSettings, ReleaseSummary
 from coordset.sources import REGISTRY
 from coordset.sources.registry import BILLING, Source
 from schemas.release import FIELDS, describe

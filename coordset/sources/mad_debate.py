@@ -44,9 +44,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from coordset.records import BadRecord, SkipLog, json_object, numeric_order
+from coordset.records import BadRecord, SkipLog, numeric_order
 from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
-from coordset.sources.registry import Source, SourceData, max_episodes
+from coordset.sources.registry import Source, SourceData, episodes_from_json_files, max_episodes
 
 NAME = "mad_debate"
 DEBATES = "data/CommonMT/Lexical_Ambiguity/MAD_Debate_Process"
@@ -210,17 +210,8 @@ def episode_from_record(record: dict[str, Any], rel: str) -> Episode:
 
 
 def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    limit = max_episodes(params, NAME)
-    data = SourceData()
-    for path in _files(raw):
-        if limit is not None and len(data.episodes) >= limit:
-            break
-        rel = path.relative_to(raw).as_posix()
-        try:
-            data.episodes.append(episode_from_record(json_object(path.read_bytes(), rel), rel))
-        except BadRecord as exc:
-            skips.handle(NAME, exc)
-    return data
+    files = [(path, episode_from_record) for path in _files(raw)]
+    return episodes_from_json_files(files, raw, NAME, max_episodes(params, NAME), skips)
 
 
 SOURCE = Source(

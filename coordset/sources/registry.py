@@ -15,7 +15,7 @@ from typing import Any
 from coordset.errors import ParamError
 from coordset.fetch import Pinned, fetch_pinned, read_pins
 from coordset.params import get
-from coordset.records import SkipLog
+from coordset.records import BadRecord, SkipLog, json_object
 from coordset.sources.episode import Episode
 
 PINS_DIR = Path(__file__).resolve().parent.parent / "pins"
@@ -95,3 +95,22 @@ def max_episodes(params: dict[str, Any], source: str) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ParamError(key, f"must be null or an integer >= 1, got {value!r}")
     return value
+
+
+def episodes_from_json_files(files: list[tuple[Path, Callable[[dict[str, Any], str], Episode]]], raw: Path,
+                             source: str, limit: int | None, skips: SkipLog) -> SourceData:
+    """One episode per JSON file, in the given order, up to ``limit``: ``build(record, where)`` makes it.
+
+    ``where`` is the file's path under ``raw``; a file that is not a JSON object, or that ``build`` refuses,
+    stops the run or is skipped and counted.
+    """
+    data = SourceData()
+    for path, build in files:
+        if limit is not None and len(data.episodes) >= limit:
+            break
+        where = path.relative_to(raw).as_posix()
+        try:
+            data.episodes.append(build(json_object(path.read_bytes(), where), where))
+        except BadRecord as exc:
+            skips.handle(source, exc)
+    return data

@@ -34,12 +34,13 @@ group chat and the Magentic-One orchestrator re-send the conversation). group_id
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from coordset.records import BadRecord, SkipLog, json_object, numeric_order
+from coordset.records import BadRecord, SkipLog, numeric_order
 from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
-from coordset.sources.registry import Source, SourceData, max_episodes
+from coordset.sources.registry import Source, SourceData, episodes_from_json_files, max_episodes
 
 NAME = "who_when"
 ROOT = "Who&When"
@@ -149,18 +150,9 @@ def episode_from_record(record: dict[str, Any], rel: str, subset: str, speaker_k
 
 
 def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    limit = max_episodes(params, NAME)
-    data = SourceData()
-    for folder, subset, speaker_key in SUBSETS:
-        for path in _files(raw, folder):
-            if limit is not None and len(data.episodes) >= limit:
-                return data
-            rel = path.relative_to(raw).as_posix()
-            try:
-                data.episodes.append(episode_from_record(json_object(path.read_bytes(), rel), rel, subset, speaker_key))
-            except BadRecord as exc:
-                skips.handle(NAME, exc)
-    return data
+    files = [(path, partial(episode_from_record, subset=subset, speaker_key=speaker_key))
+             for folder, subset, speaker_key in SUBSETS for path in _files(raw, folder)]
+    return episodes_from_json_files(files, raw, NAME, max_episodes(params, NAME), skips)
 
 
 SOURCE = Source(
