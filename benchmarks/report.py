@@ -102,4 +102,10 @@ def markdown(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 def write_report(results: dict[str, Any], json_path: Path, markdown_path: Path) -> None:
     rows = figures(results)
     atomic.write_json(json_path, {**results, "figures": rows})
-    atomic.write_text(markdown_path, markdown(results, rows))
+    text = markdown(results, rows)
+    # The default build's section comes from benchmarks.default_build: keep it.
+    old = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
+    begin, end = "<!-- default-build:begin -->", "<!-- default-build:end -->"
+    if begin in old and end in old:
+        text = text.rstrip("\n") + "\n\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    atomic.write_text(markdown_path, text)

@@ -3,10 +3,24 @@
 The same user turn appears in every model pair of a question, so texts are embedded once per
 ``text_sha256``. Texts longer than the model's window are either truncated (the model's own
 behaviour) or split into windows whose embeddings are averaged and re-normalized.
+
+Byte reproducibility (``embed.numerics``). A float32 forward pass gives different last bits on different
+kernels, so the bytes of the vectors depend on (1) which SIMD kernels torch, MKL and oneDNN pick for the CPU
+and (2) how much padding a text gets, which ``SentenceTransformer.encode`` sets by the longest text of its
+batch. (2) is removed in every mode: each text is padded to a length of its own and batched only with texts
+of that padded length (``_encode``), so neither the batch size nor a text's neighbours set its padding.
+(1) is pinned by ``portable`` (the default): torch's own kernels, MKL's GEMM and oneDNN are held to their
+AVX2 code paths, and MKL runs in strict conditional-numerical-reproducibility mode, whose GEMM results do not
+depend on the thread count (nor, as measured, on the number of rows in a batch). These are environment
+variables that torch, MKL and oneDNN read when they load, so they are set before ``import torch``.
+``native`` lets each library pick the fastest kernels of the machine (AVX-512/AMX, or CUDA): faster, but the
+bytes are those of that machine (and, as measured, of its thread count and batch size too).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +39,17 @@ LONG_TEXT = ("truncate", "chunk_mean")
 # ONNX (sentence-transformers[onnx]) was tried: its optimum dependency needs transformers < 5, which
 # conflicts with the pinned stack, so the opt-in faster CPU backend is torch's own dynamic int8.
 BACKENDS = ("torch", "torch_int8")
+NUMERICS = ("portable", "native")
+# Set before torch loads in `portable` mode; each was checked on torch 2.13 (CPU build, MKL 2024.2, oneDNN
+# 3.12) on an AVX-512 CPU by comparing the bytes of the vectors with and without it.
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",      # torch's vectorised kernels: layer norm, softmax/exp in attention, pooling
+    "MKL_CBWR": "AVX2,STRICT",          # MKL sgemm (every Linear, attention): AVX2 branch, thread-count independent
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # when set (e.g. to AVX512) by the caller, it overrides MKL_CBWR
+    "ONEDNN_MAX_CPU_ISA": "AVX2",       # oneDNN (torch's GELU): no AVX-512/AMX JIT kernels
+    "DNNL_MAX_CPU_ISA": "AVX2",         # the older name of the same switch, in case the caller set it
+}
+PORTABLE_CAPABILITY = "AVX2"
 
 
 @dataclass(frozen=True)
@@ -34,6 +59,7 @@ class EmbedSettings:
     device: str
     long_text: str
     backend: str
+    numerics: str = "portable"
 
 
 def embed_settings(params: dict[str, Any]) -> EmbedSettings:
@@ -42,13 +68,49 @@ def embed_settings(params: dict[str, Any]) -> EmbedSettings:
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
         raise ParamError("embed.device", f"must be auto, cpu or cuda[:N], got {device!r}")
     backend = require_choice(params, "embed.backend", BACKENDS)
+    numerics = require_choice(params, "embed.numerics", NUMERICS)
+    if numerics == "portable":
+        if device.startswith("cuda"):
+            raise ParamError("embed.numerics", f"portable runs on the CPU only (its bytes are the committed ones); "
+                                               f"set embed.numerics: native to use embed.device: {device}")
+        if backend == "torch_int8":
+            raise ParamError("embed.numerics", "portable cannot be combined with embed.backend: torch_int8 (its "
+                                               "activation scales are per batch); set embed.numerics: native")
+        device = "cpu"  # auto: CUDA would give other bytes than the committed lock
     return EmbedSettings(
         model=require_str(params, "embed.model"),
         batch_size=require_int(params, "embed.batch_size", low=1, high=4096),
         device=device,
         long_text=require_choice(params, "embed.long_text", LONG_TEXT),
         backend=backend,
+        numerics=numerics,
     )
+
+
+def pin_numerics(numerics: str) -> None:
+    """Hold torch, MKL and oneDNN to their AVX2 code paths (``portable``); ``native`` leaves them be.
+
+    The switches are read when torch loads, so this must run before ``import torch`` (``load_model`` calls it
+    first). In a process that loaded torch without them it refuses rather than write other bytes.
+    """
+    if numerics == "native":
+        return
+    if numerics not in NUMERICS:
+        raise ParamError("embed.numerics", f"must be one of {list(NUMERICS)}, got {numerics!r}")
+    if "torch" in sys.modules:
+        unpinned = sorted(k for k, v in PORTABLE_ENV.items() if os.environ.get(k) != v)
+        if unpinned:
+            raise CoordsetError(f"embed.numerics: portable must be set before torch is loaded, but this process "
+                                f"loaded torch without {', '.join(unpinned)}; run the stage in a fresh process "
+                                f"(python -m stages.embed) or set embed.numerics: native")
+    os.environ.update(PORTABLE_ENV)
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != PORTABLE_CAPABILITY:
+        raise CoordsetError(f"embed.numerics: portable needs an x86-64 CPU with AVX2, but torch runs "
+                            f"{capability} kernels here; set embed.numerics: native (the bytes will differ "
+                            f"from the committed lock)")
 
 
 def resolve_device(device: str) -> str:
@@ -83,6 +145,7 @@ def resolve_model(name: str, local_dir: Path | None = None) -> str:
 
 
 def load_model(settings: EmbedSettings) -> Any:
+    pin_numerics(settings.numerics)  # before torch loads
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -117,23 +180,59 @@ def _windows(model: Any, texts: list[str]) -> tuple[list[int], list[list[str]]]:
     return counts, pieces
 
 
+PAD_MULTIPLE = 16  # each text is padded to its own token count rounded up to this: at most 15 pad tokens
+
+
+def _token_lengths(model: Any, texts: list[str], *, slice_size: int = 1024) -> np.ndarray:
+    """Tokens per text exactly as ``model.encode`` feeds them (special tokens in, cut at the window)."""
+    lengths = [model.preprocess(texts[i:i + slice_size])["attention_mask"].sum(dim=1).numpy()
+               for i in range(0, len(texts), slice_size)]
+    return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+
+
+def _encode(model: Any, texts: list[str], batch_size: int, *, progress: bool) -> np.ndarray:
+    """Normalized embeddings of ``texts`` in their order, each independent of the batch it was computed in.
+
+    ``model.encode`` pads a batch to its longest text, and the padded length changes a vector's last bits, so
+    the batch size (and which texts share a batch) would change the bytes. Here every text is padded to a
+    length of its own (its token count rounded up to ``PAD_MULTIPLE``) and batched only with texts of that
+    padded length; texts that need no padding are batched apart, since a batch without padding runs attention
+    without a mask. With the kernels pinned (``portable``), a vector then depends on its own text only; under
+    ``native``, MKL's default GEMM may still vary with the batch's row count. (Buckets of exactly equal token
+    count, with no padding at all, were ~1.6x slower on 400 MT-Bench answers: too many small batches.)
+    """
+    from tqdm.auto import tqdm
+
+    if not texts:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    lengths = _token_lengths(model, texts)
+    padded = -(-lengths // PAD_MULTIPLE) * PAD_MULTIPLE
+    buckets = padded * 2 + (lengths == padded)  # (padded length, needs no padding)
+    order, parts = [], []
+    with tqdm(total=len(texts), desc="Embedding", unit="text", disable=not progress) as bar:
+        for bucket in np.unique(buckets)[::-1]:  # longest first: the slowest batches show up early
+            index = np.flatnonzero(buckets == bucket)
+            pad = {"text": {"padding": "max_length", "max_length": int(bucket // 2)}}
+            order.append(index)
+            parts.append(model.encode([texts[i] for i in index], batch_size=batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False, processing_kwargs=pad))
+            bar.update(len(index))
+    vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+    vectors[np.concatenate(order)] = np.concatenate(parts)
+    return vectors
+
+
 def embed_texts(model: Any, texts: list[str], settings: EmbedSettings, *, progress: bool = True
                 ) -> tuple[np.ndarray, list[int], list[int]]:
-    """(embeddings, wordpieces per text, windows embedded per text) for ``texts``, in their order.
-
-    ``model.encode`` batches texts longest first (less padding per batch) and returns them in input order,
-    so callers pass texts in their output order (sorted by hash) and need no sorting of their own.
-    """
+    """(embeddings, wordpieces per text, windows embedded per text) for ``texts``, in their order."""
     counts, pieces = _windows(model, texts)
     if settings.long_text == "truncate":
         chunks = [1] * len(texts)
-        vectors = model.encode(texts, batch_size=settings.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=progress)
+        vectors = _encode(model, texts, settings.batch_size, progress=progress)
     else:
         flat = [piece for parts in pieces for piece in parts]
         chunks = [len(parts) for parts in pieces]
-        flat_vectors = model.encode(flat, batch_size=settings.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=progress)
+        flat_vectors = _encode(model, flat, settings.batch_size, progress=progress)
         bounds = np.cumsum(chunks)[:-1]
         vectors = np.stack([part.mean(axis=0) for part in np.split(flat_vectors, bounds)])
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -154,6 +253,11 @@ def embedding_table(messages: pd.DataFrame, model: Any, settings: EmbedSettings,
         "truncated": [settings.long_text == "truncate" and c > window for c in counts],
         "long_text_method": settings.long_text,
     }).reset_index(drop=True)
+
+
+def embed_messages(messages: pd.DataFrame, settings: EmbedSettings, *, progress: bool = True) -> pd.DataFrame:
+    """The stage's work: pin the numerics, load the model, one row per distinct text."""
+    return embedding_table(messages, load_model(settings), settings, progress=progress)
 
 
 def embedding_dim(model: Any) -> int:

@@ -18,7 +18,7 @@ import pandera.pandas as pa
 
 from coordset.params import has, require_choice
 from coordset.records import BadRecord, SkipLog, sha256_text
-from coordset.sources import sources_in_use
+from coordset.sources import REGISTRY, sources_in_use
 from coordset.sources.episode import Episode
 from schemas.normalized import (
     EPISODES,
@@ -79,6 +79,7 @@ def check_episode(ep: Episode) -> None:
 
 
 def _rows(ep: Episode) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    source = REGISTRY[ep.source]
     model_of = {a.name: a.model for a in ep.agents}
     messages = [{
         "episode_id": ep.episode_id, "turn": m.turn, "position": i, "speaker": m.speaker, "role": m.role,
@@ -93,6 +94,7 @@ def _rows(ep: Episode) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, 
         "subset": ep.subset, "language": ep.language, "agents": [a.name for a in ep.agents],
         "agent_models": [a.model for a in ep.agents], "n_agents": len(ep.agents),
         "n_turns": len({m.turn for m in ep.messages}), "n_messages": len(ep.messages),
+        "billing": ep.billing or source.billing, "parallel": source.parallel if ep.parallel is None else ep.parallel,
         "tstamp_start": min(times) if times else None, "tstamp_end": max(times) if times else None,
     }
     out = ep.outcome

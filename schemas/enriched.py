@@ -5,10 +5,9 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
-from schemas.normalized import MESSAGES
+from schemas.normalized import BILLING, MESSAGES
 
 NONNEG = Check.ge(0)
-BILLING = ["own_thread", "shared_history", "logged_prompt"]
 
 MESSAGE_TOKENS = pa.DataFrameSchema(
     name="message_tokens",

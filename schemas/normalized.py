@@ -7,6 +7,7 @@ from pandera.pandas import Check, Column
 
 SHA256 = Check.str_matches(r"^[0-9a-f]{64}$")
 ROLES = ["user", "agent", "tool"]
+BILLING = ["own_thread", "shared_history", "logged_prompt"]
 OUTCOME_SOURCES = ["judge_majority", "human_vote", "human_annotation", "game_rule", "moderator_judge", "none"]
 
 
@@ -35,6 +36,9 @@ EPISODES = pa.DataFrameSchema(
         "n_agents": Column(int, Check.ge(1)),
         "n_turns": Column(int, Check.ge(1)),
         "n_messages": Column(int, Check.ge(1)),
+        # how each agent call is billed (enrich) and whether the agents answered the same turns in parallel
+        "billing": Column(str, Check.isin(BILLING)),
+        "parallel": Column(bool),
         "tstamp_start": Column(float, nullable=True),
         "tstamp_end": Column(float, nullable=True),
     },

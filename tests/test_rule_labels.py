@@ -195,6 +195,7 @@ def _episode_frames(overheads: list[float], consensus: list[str]):
             "source": "mt_bench_repro",
             "group_id": "1",
             "agents": [["x", "y"]] * len(ids),
+            "parallel": True,
         }
     )
     usage = pd.DataFrame({"episode_id": ids, "completion_tokens": 2000, "coordination_overhead": overheads})
@@ -276,7 +277,7 @@ def test_ungraded_agents_and_other_sources_get_no_grade_based_labels() -> None:
 
 def test_conversations_among_agents_take_success_from_their_native_outcome() -> None:
     episodes, usage, consensus = _episode_frames([0.9, 0.0, 0.0], ["pass", "fail", "unknown"])
-    episodes["source"] = "llm_deliberation"
+    episodes["source"], episodes["parallel"] = "llm_deliberation", False
     out = episode_rule_labels(episodes, usage, GRADES, consensus, T)
     # the token-spread heuristic does not apply: a passing deal is a success whatever the overhead
     assert out["coordination_success"].astype(object).where(out["coordination_success"].notna(), None).tolist() == [

@@ -40,8 +40,7 @@ def enrich(episodes: pd.DataFrame, messages: pd.DataFrame, settings: EnrichSetti
     n_tokens = message_tokens(messages, encoding)
     reasoning = optional_tokens(messages["reasoning"], encoding)
     prompts = optional_tokens(messages["prompt"], encoding)
-    source_of = episodes.set_index("episode_id")["source"]
-    billing = messages["episode_id"].map(source_of).map(lambda s: REGISTRY[s].billing)
+    billing = messages["episode_id"].map(episodes.set_index("episode_id")["billing"])
     message_table = messages[["episode_id", "turn", "position", "speaker", "role", "agent_model",
                               "text_sha256"]].assign(n_tokens=n_tokens.to_numpy(),
                                                      reasoning_tokens=reasoning.array)

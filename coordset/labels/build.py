@@ -41,7 +41,6 @@ from schemas.embeddings import EMBEDDINGS
 from schemas.enriched import CALL_USAGE, EPISODE_USAGE, MESSAGE_TOKENS
 from schemas.normalized import EPISODES, JUDGE_GRADES, JUDGE_VERDICTS, MESSAGES, OUTCOMES
 
-LLM_CACHE = Path("data/llm_cache")
 # LlmStats fields that describe this run (what the cache already held), not the labels.
 LLM_RUN_STATS = frozenset({"cache_hits", "calls_made", "answers_received", "failed_requests", "budget_exhausted",
                            "prompt_tokens", "completion_tokens"})
@@ -151,18 +150,22 @@ def native_outcome_metrics(episodes: pd.DataFrame, outcomes: pd.DataFrame) -> di
 
 
 def _llm_labels(labeler: LlmLabeler, episodes: pd.DataFrame, texts: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run the LLM labeler through its answer cache: (one row per judged episode, metrics of the labels).
+    """Run the LLM labeler through its answer store: (one row per judged episode, metrics of the labels).
 
-    Figures that depend on this run rather than on the labels (calls made, cache hits, tokens billed) go
-    to stderr, not to metrics, so metrics repeat.
+    The store (:func:`coordset.labels.llm_cache.store_dir`) is not an output of the stage: DVC never
+    checks it out, so answers survive every DVC and git command. Figures that depend on this run rather
+    than on the labels (calls made, store hits, tokens billed, where the store is) go to stderr, not to
+    metrics, so metrics repeat.
     """
     from coordset.labels.llm import label_with_llm
+    from coordset.labels.llm_cache import store_dir
 
+    store = store_dir()  # a store inside the workspace is refused here, before any data is read
     messages = read_checked(texts, MESSAGES)
-    result = label_with_llm(episodes, messages, model=labeler.model, settings=labeler.settings, cache_dir=LLM_CACHE)
+    result = label_with_llm(episodes, messages, model=labeler.model, settings=labeler.settings, cache_dir=store)
     stats = result.stats.as_dict()
     run_stats = {k: v for k, v in stats.items() if k in LLM_RUN_STATS}
-    print(f"llm labels: {json.dumps(run_stats, sort_keys=True)}", file=sys.stderr)
+    print(f"llm labels: {json.dumps(run_stats, sort_keys=True)} (answer store: {store})", file=sys.stderr)
     if not result.stats.complete:
         print(f"warning: {stats['unanswered']} LLM request(s) unanswered (label.llm.max_calls budget or endpoint "
               "failures); run again to fill them in from where this run stopped", file=sys.stderr)
@@ -213,11 +216,9 @@ def build_labels(inputs: LabelInputs, settings: LabelSettings) -> Labels:
     confusion_rule = confusion_frame(labels["consensus_category"], labels["rule_outcome_category"])
     confusion_llm = pd.DataFrame(columns=CONFUSION_COLUMNS)
 
-    # The answer cache is a (persisted) output of this stage: it exists even while the LLM is off.
-    LLM_CACHE.mkdir(parents=True, exist_ok=True)
     if settings.llm is not None:
         # The pairwise judge compares two parallel answers; conversations among agents are not judged here.
-        pairwise = episodes[episodes["source"].map(lambda s: REGISTRY[s].parallel) & (episodes["n_agents"] == 2)]
+        pairwise = episodes[episodes["parallel"] & (episodes["n_agents"] == 2)]
         llm, llm_stats = _llm_labels(settings.llm, pairwise, inputs.texts)
         predicted = as_categories(llm_predictions(llm, labels["episode_id"]), labels["agents"])
         metrics["llm"] = {**llm_quality(llm, len(pairwise)), "labeler": llm_stats}

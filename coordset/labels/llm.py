@@ -6,9 +6,12 @@ to a model name, and the two orders are combined the way the imported judges are
 (:func:`coordset.verdicts.pair_verdict`): the same model (or tie) in both orders is consistent, anything
 else is ``inconsistent``.
 
-Every answer is written to the cache (:mod:`coordset.labels.llm_cache`) the moment it arrives, keyed by the
-request, so a killed run loses nothing, the next run pays only for what is missing and a run with a warm
-cache makes no call. The rows returned depend only on the cached answers, never on arrival order.
+Every answer is written to the answer store (:mod:`coordset.labels.llm_cache`) the moment it arrives, keyed by
+the request, so a killed run loses nothing, the next run pays only for what is missing and a run with a warm
+store makes no call. The store is not a DVC output: it lives where no DVC or git command run around the stage
+touches it (``.git/coordset/llm-answers`` of the main project by default, also for ``dvc exp run --temp`` and
+queued experiments), see :func:`coordset.labels.llm_cache.store_dir`. The rows returned depend only on the
+stored answers, never on arrival order or on whether an answer was stored before this run or paid during it.
 
 Calls go through the real ``openai`` client with its own retries off: this module counts every HTTP call
 against ``max_calls`` (checked under a lock before each call) and retries 408/409/429/5xx, timeouts and
@@ -259,13 +262,15 @@ class _Run:
     def resolve(self, request: _Request, entry: CacheEntry | None, model: str) -> None:
         """Ask until the request has a valid answer or ``answer_attempts`` invalid ones, caching each."""
         entry = entry or CacheEntry(key=request.key, model=model)
-        while entry_state(entry, self.settings.answer_attempts)[0] == UNANSWERED:
+        # Re-read before paying: another writer of the store (a queued experiment running beside this one)
+        # may have stored an answer for this key since this run started.
+        while entry_state(self.cache.refresh(entry), self.settings.answer_attempts)[0] == UNANSWERED:
             response = self._call(request)
             if response is None:
                 return
             answer = _answer_of(response)
             entry.answers.append(answer)
-            self.cache.store(entry)  # as soon as it arrives: a kill after this loses nothing
+            self.cache.store(entry)  # as soon as it arrives, atomically: a kill after this loses nothing
             with self.lock:
                 self.answers_received += 1
                 self.prompt_tokens += answer.prompt_tokens
@@ -379,7 +384,9 @@ def _episode_row(plan: _EpisodeRequests, entries: dict[str, CacheEntry | None], 
 def label_with_llm(episodes: pd.DataFrame, messages: pd.DataFrame, *, model: str, settings: LlmSettings,
                    cache_dir: str | Path, client_factory: Callable[[LlmSettings], Any] | None = None
                    ) -> LlmLabelResult:
-    """Judge every two-agent episode in both orders through the cache; see the module docstring.
+    """Judge every two-agent episode in both orders through the answer store at ``cache_dir``.
+
+    See the module docstring; the label stage passes :func:`coordset.labels.llm_cache.store_dir`.
 
     ``episodes`` needs ``episode_id`` and ``agent_models``; ``messages`` the normalized long form
     (``episode_id, turn, position, role, agent_model, text``). ``client_factory(settings)`` returns an

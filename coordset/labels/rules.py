@@ -132,7 +132,7 @@ def episode_rule_labels(
     coordination_overhead); ``grades``: normalized judge_grades; ``consensus``: frame with
     episode_id and consensus (coordset.labels.judges.episode_consensus).
     """
-    frame = episodes[["episode_id", "source", "group_id", "agents"]].merge(
+    frame = episodes[["episode_id", "source", "group_id", "agents", "parallel"]].merge(
         usage[["episode_id", "completion_tokens", "coordination_overhead"]],
         on="episode_id",
         how="left",
@@ -167,7 +167,8 @@ def episode_rule_labels(
                 "mean_grade": mean_grade,
                 "efficiency_score": efficiency,
                 "rule_outcome": grade_outcome(models, per_agent),
-                "coordination_success": _success(source, ep.consensus, ep.coordination_overhead, thresholds),
+                "coordination_success": _success(bool(ep.parallel), source.success_outcomes, ep.consensus,
+                                                 ep.coordination_overhead, thresholds),
                 "coordination_overhead": float(ep.coordination_overhead),
             }
         )
@@ -194,12 +195,13 @@ def episode_rule_labels(
     return out.sort_values("episode_id", kind="stable").reset_index(drop=True)
 
 
-def _success(source: Any, outcome: str, overhead: float, thresholds: Thresholds) -> bool | None:
-    if source.parallel:
+def _success(parallel: bool, success_outcomes: tuple[str, ...], outcome: str, overhead: float,
+             thresholds: Thresholds) -> bool | None:
+    if parallel:
         return bool(outcome not in (TIE, UNKNOWN) and overhead < thresholds.coordination_overhead)
     if outcome == UNKNOWN:
         return None
-    return outcome in source.success_outcomes
+    return outcome in success_outcomes
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -427,7 +427,42 @@ def _latent_section(settings: ReleaseSettings, params: dict[str, Any], latent: d
     )
     findings = latent_findings(latent, baselines)
     text += "\n".join(f"- {s}" for s in findings) if findings else "- metrics/latent.json reports no comparison."
+    rows = latent_source_rows(latent.get("by_source") or {})
+    if rows:
+        text += ("\n\nPer source, every group held out once (`by_source` in metrics/latent.json); each row is a "
+                 "model-minus-baseline difference with its 95% bootstrap interval over held-out groups, and a win "
+                 "only where the interval excludes zero on the better side:\n\n"
+                 + _table(["source", "figure", "model", "baseline", "difference [95% interval]", "verdict"], rows))
     return text + "\n"
+
+
+def _comparisons(node: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every model-vs-baseline comparison in a metrics tree: a dict with model, baseline, difference, ci95, win."""
+    if isinstance(node, dict):
+        if {"model", "baseline", "difference", "ci95", "win"} <= set(node):
+            yield path, node
+            return
+        for key, value in sorted(node.items()):
+            if key != "by_position":
+                yield from _comparisons(value, (*path, key))
+
+
+def latent_source_rows(by_source: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One row per comparison of the latent model with a baseline (baseline-vs-baseline rows left out)."""
+    rows = []
+    for source, figures in sorted(by_source.items()):
+        for path, c in _comparisons(figures):
+            if path[-1].startswith(("memoryless_", "ridge_")):
+                continue
+            lo, hi = c["ci95"]
+            verdict = "**wins**" if c["win"] else ("loses" if lo > 0 or hi < 0 else "no difference shown")
+            rows.append((f"`{source}`", " / ".join(path), _num(c["model"]), _num(c["baseline"]),
+                         f"{_num(c['difference'])} [{_num(lo)}, {_num(hi)}]", verdict))
+    return rows
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.4g}"
 
 
 def _judges_section(labels: dict[str, Any]) -> str:
@@ -500,7 +535,7 @@ def limitations(card: CardInputs) -> list[str]:
                      + ". Use them as a compact trace of the conversation, not as a model that reads it better than "
                      "those baselines.")
     items += [s for s in judge_findings(labels) if "**" in s]
-    parallel = sorted(s for s in summary.sources if REGISTRY[s].parallel)
+    parallel = sorted(s for s in summary.sources if REGISTRY[s].parallel and s != "local")
     if parallel:
         items.append(f"In the head-to-head sources ({', '.join(parallel)}) the agents never talk to each other: each "
                      "model answers the same user turns independently, so agreement and coordination labels compare "

@@ -58,11 +58,11 @@ class RecordContext:
     settings: ReleaseSettings
     latent_error: dict[str, Any]
 
-    def token_method(self, source: str) -> str:
+    def token_method(self, billing: str) -> str:
         s = self.settings
         seen = {"own_thread": "every user turn so far and its own earlier replies",
                 "shared_history": "every earlier message of the episode",
-                "logged_prompt": "that call's prompt, logged or rebuilt from the log"}[REGISTRY[source].billing]
+                "logged_prompt": "that call's prompt, logged or rebuilt from the log"}[billing]
         return (f"tiktoken {s.encoding}; each agent call is billed for what that agent saw ({seen}) plus "
                 f"{s.tokens_per_message} tokens per message and the role, and {s.tokens_per_reply} tokens to prime "
                 "the reply")
@@ -107,9 +107,9 @@ def episode_record(row: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
             "messages": row["messages"],
             "responses": {agent: [m["text"] for m in row["messages"] if m["speaker"] == agent] for agent in agents},
             # A head-to-head source's outcome names the winning agent; elsewhere there is no winner.
-            "winner": row["consensus"] if source.parallel else None,
+            "winner": row["consensus"] if row["parallel"] else None,
             "token_usage": {
-                "method": ctx.token_method(row["source"]),
+                "method": ctx.token_method(row["billing"]),
                 "per_call": row["token_usage_per_call"],
                 "totals": {
                     **{k: row[k] for k in ("user_tokens", "completion_tokens", "billed_prompt_tokens",

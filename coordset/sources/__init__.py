@@ -12,6 +12,7 @@ from coordset.params import get
 from coordset.sources import (
     chatbot_arena,
     chatdev,
+    debate,
     fastchat_mt_bench,
     llm_deliberation,
     local,
@@ -22,7 +23,7 @@ from coordset.sources import (
 from coordset.sources.registry import Source
 
 REGISTRY: dict[str, Source] = {m.SOURCE.name: m.SOURCE for m in (
-    mt_bench_repro, who_when, llm_deliberation, chatdev, mad_debate, fastchat_mt_bench, chatbot_arena, local,
+    mt_bench_repro, who_when, llm_deliberation, chatdev, mad_debate, fastchat_mt_bench, chatbot_arena, local, debate,
 )}
 
 

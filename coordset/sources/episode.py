@@ -78,3 +78,7 @@ class Episode:
     language: str = "en"
     events: tuple[TurnEvent, ...] = field(default_factory=tuple)
     origin: str | None = None  # where it was read (file, line), for error messages
+    # A source that reads several formats (``local``) can say per episode how its calls are billed and
+    # whether its agents answered in parallel; None means the source's own ``billing`` / ``parallel``.
+    billing: str | None = None
+    parallel: bool | None = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import schemas.normalized
 from coordset.errors import ParamError
 from coordset.fetch import Pinned, fetch_pinned, read_pins
 from coordset.params import get
@@ -24,7 +25,7 @@ PINS_DIR = Path(__file__).resolve().parent.parent / "pins"
 #   own_thread:     the user turns so far and the agent's own earlier replies (agents answer in parallel)
 #   shared_history: every earlier message of the episode, as a group-chat framework re-sends it
 #   logged_prompt:  that call's prompt, logged by the framework or rebuilt from its log (else shared_history)
-BILLING = ("own_thread", "shared_history", "logged_prompt")
+BILLING = tuple(schemas.normalized.BILLING)
 
 
 @dataclass
