@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from testkit.pipeline import SMALL_BUILD, copy_repo, dvc, lock_hashes, read_json
+from testkit.pipeline import SMALL_BUILD, copy_repo, dvc, git, lock_hashes, read_json
 from tests.helpers import MIRROR
 
 pytestmark = [pytest.mark.pipeline,
@@ -17,11 +19,23 @@ pytestmark = [pytest.mark.pipeline,
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = copy_repo(tmp_path_factory.mktemp("coordset"), small=True)
+    # A researcher's own logs too: the four worked examples of data/local/README.md (every local format).
+    readme = (project / "data/local/README.md").read_text()
+    for name, body in re.findall(r"<!-- example: (\S+) -->\n```json\n(.*?)```", readme, re.S):
+        (project / "data/local/examples").mkdir(exist_ok=True)
+        (project / "data/local/examples" / name).write_text(body)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["sources"]["use"].append("local")
+    params["sources"]["local"]["path"] = "data/local/examples"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "with local logs")
     dvc(project, "repro")
     return project
 
 
-N_EPISODES = 1200 + sum(SMALL_BUILD.values())
+N_LOCAL = 4  # one episode per worked example
+N_EPISODES = 1200 + sum(SMALL_BUILD.values()) + N_LOCAL
 
 
 def test_default_source_counts(built: Path) -> None:
@@ -36,6 +50,13 @@ def test_default_source_counts(built: Path) -> None:
     labels = read_json(built / "metrics/labels.json")
     assert set(labels["native_outcomes"]) == {"mt_bench_repro", *SMALL_BUILD}
     assert labels["native_outcomes"]["who_when"]["outcome"] == {"failure": 12}
+    # The researcher's own logs went through every stage: billed per format, with latent states and labels.
+    release = pd.read_parquet(built / "data/release/coordset.parquet").set_index("episode_id")
+    local = release[release["source"] == "local"]
+    assert len(local) == N_LOCAL and local["latent_per_turn"].map(len).eq(local["n_turns"]).all()
+    assert local.at["local/budget-7", "billing"] == "logged_prompt" and not local.at["local/budget-7", "parallel"]
+    assert local.at["local/q1", "billing"] == "own_thread" and local.at["local/q1", "parallel"]
+    assert local.at["local/budget-7", "coordination_success"]
 
 
 def test_release_has_every_episode_in_both_shapes(built: Path) -> None:
