@@ -22,7 +22,7 @@ import yaml
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.normalize import episode_frames
-from coordset.release.card import hf_feature, latent_findings, not_beaten, size_category
+from coordset.release.card import hf_feature, latent_findings, latent_source_rows, not_beaten, size_category
 from coordset.release.inputs import read_inputs
 from coordset.release.rows import EpisodeJoiner
 from coordset.release.settings import release_settings
@@ -505,3 +505,21 @@ def test_a_failed_card_replaces_no_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="card failed"):  # ... whose card fails to render
         write_release(inputs, settings, tmp_path / "out", render_card=broken)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_per_source_latent_rows_say_win_lose_or_not_measurable() -> None:
+    def c(model: float, baseline: float, ci: list[float] | None, win: bool) -> dict[str, Any]:
+        return {"model": model, "baseline": baseline, "difference": model - baseline, "ci95": ci, "win": win}
+
+    rows = latent_source_rows({
+        "who_when": {"next_message": {"vs_memoryless_ridge": c(1.0, 2.0, [-1.5, -0.5], True),
+                                      "by_position": {"x": {"vs_memoryless_ridge": c(1, 1, [0, 0], False)}}},
+                     "probes": {"agent": {"latent_vs_memoryless": c(0.4, 0.5, [-0.2, -0.05], False),
+                                          "memoryless_vs_prior": c(0.5, 0.4, [0.0, 0.2], False)}}},
+        "local": {"next_message": {"vs_memoryless_ridge": c(1.0, 1.0, None, False)}},
+    })
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("`local`", "next_message / vs_memoryless_ridge", "not measurable"),
+        ("`who_when`", "next_message / vs_memoryless_ridge", "**wins**"),
+        ("`who_when`", "probes / agent / latent_vs_memoryless", "loses"),
+    ]

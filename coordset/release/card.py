@@ -454,7 +454,12 @@ def latent_source_rows(by_source: dict[str, Any]) -> list[tuple[Any, ...]]:
         for path, c in _comparisons(figures):
             if path[-1].startswith(("memoryless_", "ridge_")):
                 continue
-            lo, hi = c["ci95"]
+            interval = c["ci95"]
+            if not interval or None in interval:  # too few held-out groups for an interval
+                rows.append((f"`{source}`", " / ".join(path), _num(c["model"]), _num(c["baseline"]),
+                             f"{_num(c['difference'])} (no interval)", "not measurable"))
+                continue
+            lo, hi = interval
             verdict = "**wins**" if c["win"] else ("loses" if lo > 0 or hi < 0 else "no difference shown")
             rows.append((f"`{source}`", " / ".join(path), _num(c["model"]), _num(c["baseline"]),
                          f"{_num(c['difference'])} [{_num(lo)}, {_num(hi)}]", verdict))
