@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 from schemas import SchemaViolation
 
 
@@ -23,3 +26,13 @@ class ParamError(CoordsetError):
 
 # What a stage reports as one line and exit status 2: coordset's own errors and tables that break a schema.
 USER_ERRORS: tuple[type[Exception], ...] = (CoordsetError, SchemaViolation)
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a command's ``main``: a user error prints one clear line and exits 2; else exit with its status."""
+    try:
+        status = main()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status or 0)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coordset.atomic import write_text
-from coordset.errors import USER_ERRORS, CoordsetError
+from coordset.errors import CoordsetError
 
 # Lets the PR workflow find and update its own earlier comment instead of adding one per push.
 COMMENT_MARKER = "<!-- coordset-metrics-diff -->"
@@ -144,8 +144,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except USER_ERRORS as exc:  # same contract as the stage entry points
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from coordset.errors import run_main
+
+    run_main(main)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coordset.errors import USER_ERRORS, CoordsetError
+from coordset.errors import CoordsetError
 
 DEFAULT_ABS = 1e-4
 DEFAULT_COSINE = 0.9999
@@ -163,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from coordset.errors import run_main
+
+    run_main(main)
