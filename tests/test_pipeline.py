@@ -48,7 +48,7 @@ def test_default_source_counts(built: Path) -> None:
     episodes = pd.read_parquet(built / "data/normalized/episodes.parquet")
     assert len(episodes) == N_EPISODES
     labels = read_json(built / "metrics/labels.json")
-    assert set(labels["native_outcomes"]) == {"mt_bench_repro", *SMALL_BUILD}
+    assert set(labels["native_outcomes"]) == {"mt_bench_repro", "local", *SMALL_BUILD}
     assert labels["native_outcomes"]["who_when"]["outcome"] == {"failure": 12}
     # The researcher's own logs went through every stage: billed per format, with latent states and labels.
     release = pd.read_parquet(built / "data/release/coordset.parquet").set_index("episode_id")
