@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.measure import run_measured
+from benchmarks.measure import run_measured, write_section
 from coordset import atomic
 from testkit.pipeline import DVC_ENV, dvc
 
@@ -37,7 +37,7 @@ def measure(project: Path) -> dict:
     dvc(project, "commit", "--force")
     metrics = json.loads((project / "metrics/enrich.json").read_text())["overall"]
     return {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "sources": params["sources"]["use"], "embed_numerics": params["embed"].get("numerics"),
+            "sources": params["sources"]["use"], "numerics": params.get("numerics"),
             "episodes": metrics["episodes"], "messages": metrics["messages"], "stages": stages,
             "total_s": round(sum(s["wall_s"] for s in stages.values()), 1)}
 
@@ -48,7 +48,7 @@ def markdown(result: dict) -> str:
     return (f"{BEGIN}\n## Default build, end to end\n\n"
             f"`python -m benchmarks.default_build` on {result['machine']['cpus']} CPUs: sources "
             f"{', '.join(result['sources'])} ({result['episodes']:,} episodes, {result['messages']:,} messages), "
-            f"`embed.numerics: {result['embed_numerics']}`. Every stage once, in order, from nothing: "
+            f"`numerics: {result['numerics']}`. Every stage once, in order, from nothing: "
             f"**{result['total_s']} s ({minutes:.1f} min)**, target under 20 min: "
             f"{'met' if minutes < 20 else '**not met**'}.\n\n"
             f"| stage | wall (s) | peak RSS (MiB) |\n|---|---|---|\n{rows}\n{END}\n")
@@ -56,14 +56,7 @@ def markdown(result: dict) -> str:
 
 def write(result: dict, markdown_path: Path) -> None:
     atomic.write_json(HERE / "default_build.json", result)
-    text = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
-    section = markdown(result)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic.write_text(markdown_path, text)
+    write_section(markdown_path, markdown(result), BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> None:

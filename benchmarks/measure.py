@@ -50,3 +50,23 @@ def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> ProcessR
 
 def self_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def marked_section(text: str, begin: str, end: str) -> str | None:
+    """The part of ``text`` from ``begin`` to ``end`` (markers included), or None."""
+    if begin in text and end in text.split(begin, 1)[1]:
+        return begin + text.split(begin, 1)[1].split(end, 1)[0] + end
+    return None
+
+
+def write_section(markdown_path: Path, section: str, begin: str, end: str) -> None:
+    """Replace the ``begin``..``end`` section of ``markdown_path`` by ``section`` (or append it), atomically."""
+    from coordset import atomic
+
+    text = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
+    old = marked_section(text, begin, end)
+    if old is not None:
+        text = text.replace(old + "\n", section, 1) if old + "\n" in text else text.replace(old, section, 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    atomic.write_text(markdown_path, text)

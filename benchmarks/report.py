@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks import default_build, numerics
+from benchmarks.measure import marked_section
 from coordset import atomic
+
+KEPT_SECTIONS = ((default_build.BEGIN, default_build.END), (numerics.BEGIN, numerics.END))
 
 # What was tried where a target is not met; shown next to the figure. Kept here, beside the targets.
 NOTES = {
@@ -103,9 +107,10 @@ def write_report(results: dict[str, Any], json_path: Path, markdown_path: Path) 
     rows = figures(results)
     atomic.write_json(json_path, {**results, "figures": rows})
     text = markdown(results, rows)
-    # The default build's section comes from benchmarks.default_build: keep it.
+    # The default build's and the numerics sections come from their own benchmarks: keep them.
     old = markdown_path.read_text(encoding="utf-8") if markdown_path.exists() else ""
-    begin, end = "<!-- default-build:begin -->", "<!-- default-build:end -->"
-    if begin in old and end in old:
-        text = text.rstrip("\n") + "\n\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    for begin, end in KEPT_SECTIONS:
+        section = marked_section(old, begin, end)
+        if section is not None:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
     atomic.write_text(markdown_path, text)

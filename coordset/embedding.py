@@ -4,23 +4,18 @@ The same user turn appears in every model pair of a question, so texts are embed
 ``text_sha256``. Texts longer than the model's window are either truncated (the model's own
 behaviour) or split into windows whose embeddings are averaged and re-normalized.
 
-Byte reproducibility (``embed.numerics``). A float32 forward pass gives different last bits on different
-kernels, so the bytes of the vectors depend on (1) which SIMD kernels torch, MKL and oneDNN pick for the CPU
-and (2) how much padding a text gets, which ``SentenceTransformer.encode`` sets by the longest text of its
-batch. (2) is removed in every mode: each text is padded to a length of its own and batched only with texts
-of that padded length (``_encode``), so neither the batch size nor a text's neighbours set its padding.
-(1) is pinned by ``portable`` (the default): torch's own kernels, MKL's GEMM and oneDNN are held to their
-AVX2 code paths, and MKL runs in strict conditional-numerical-reproducibility mode, whose GEMM results do not
-depend on the thread count (nor, as measured, on the number of rows in a batch). These are environment
-variables that torch, MKL and oneDNN read when they load, so they are set before ``import torch``.
-``native`` lets each library pick the fastest kernels of the machine (AVX-512/AMX, or CUDA): faster, but the
-bytes are those of that machine (and, as measured, of its thread count and batch size too).
+Byte reproducibility (``numerics``, see ``coordset/numerics.py``). A float32 forward pass gives different last
+bits on different kernels, so the bytes of the vectors depend on (1) which SIMD kernels torch, MKL and oneDNN
+pick for the CPU and (2) how much padding a text gets, which ``SentenceTransformer.encode`` sets by the longest
+text of its batch. (2) is removed in every mode: each text is padded to a length of its own and batched only
+with texts of that padded length (``_encode``), so neither the batch size nor a text's neighbours set its
+padding. (1) is pinned by ``portable`` (the default), before torch loads; the vectors are then computed on the
+CPU. ``native`` lets each library pick the fastest kernels of the machine (AVX-512/AMX, or CUDA): faster, but
+the bytes are those of that machine (and, as measured, of its thread count and batch size too).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +25,7 @@ import pandas as pd
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.fetch import sha256_file
+from coordset.numerics import numerics_mode, pin
 from coordset.params import require_choice, require_int, require_str
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -39,17 +35,6 @@ LONG_TEXT = ("truncate", "chunk_mean")
 # ONNX (sentence-transformers[onnx]) was tried: its optimum dependency needs transformers < 5, which
 # conflicts with the pinned stack, so the opt-in faster CPU backend is torch's own dynamic int8.
 BACKENDS = ("torch", "torch_int8")
-NUMERICS = ("portable", "native")
-# Set before torch loads in `portable` mode; each was checked on torch 2.13 (CPU build, MKL 2024.2, oneDNN
-# 3.12) on an AVX-512 CPU by comparing the bytes of the vectors with and without it.
-PORTABLE_ENV = {
-    "ATEN_CPU_CAPABILITY": "avx2",      # torch's vectorised kernels: layer norm, softmax/exp in attention, pooling
-    "MKL_CBWR": "AVX2,STRICT",          # MKL sgemm (every Linear, attention): AVX2 branch, thread-count independent
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # when set (e.g. to AVX512) by the caller, it overrides MKL_CBWR
-    "ONEDNN_MAX_CPU_ISA": "AVX2",       # oneDNN (torch's GELU): no AVX-512/AMX JIT kernels
-    "DNNL_MAX_CPU_ISA": "AVX2",         # the older name of the same switch, in case the caller set it
-}
-PORTABLE_CAPABILITY = "AVX2"
 
 
 @dataclass(frozen=True)
@@ -68,14 +53,14 @@ def embed_settings(params: dict[str, Any]) -> EmbedSettings:
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
         raise ParamError("embed.device", f"must be auto, cpu or cuda[:N], got {device!r}")
     backend = require_choice(params, "embed.backend", BACKENDS)
-    numerics = require_choice(params, "embed.numerics", NUMERICS)
+    numerics = numerics_mode(params)
     if numerics == "portable":
         if device.startswith("cuda"):
-            raise ParamError("embed.numerics", f"portable runs on the CPU only (its bytes are the committed ones); "
-                                               f"set embed.numerics: native to use embed.device: {device}")
+            raise ParamError("numerics", f"portable runs the embedding on the CPU only (its bytes are the committed "
+                                         f"ones); set numerics: native to use embed.device: {device}")
         if backend == "torch_int8":
-            raise ParamError("embed.numerics", "portable cannot be combined with embed.backend: torch_int8 (its "
-                                               "activation scales are per batch); set embed.numerics: native")
+            raise ParamError("numerics", "portable cannot be combined with embed.backend: torch_int8 (its "
+                                         "activation scales are per batch); set numerics: native")
         device = "cpu"  # auto: CUDA would give other bytes than the committed lock
     return EmbedSettings(
         model=require_str(params, "embed.model"),
@@ -85,32 +70,6 @@ def embed_settings(params: dict[str, Any]) -> EmbedSettings:
         backend=backend,
         numerics=numerics,
     )
-
-
-def pin_numerics(numerics: str) -> None:
-    """Hold torch, MKL and oneDNN to their AVX2 code paths (``portable``); ``native`` leaves them be.
-
-    The switches are read when torch loads, so this must run before ``import torch`` (``load_model`` calls it
-    first). In a process that loaded torch without them it refuses rather than write other bytes.
-    """
-    if numerics == "native":
-        return
-    if numerics not in NUMERICS:
-        raise ParamError("embed.numerics", f"must be one of {list(NUMERICS)}, got {numerics!r}")
-    if "torch" in sys.modules:
-        unpinned = sorted(k for k, v in PORTABLE_ENV.items() if os.environ.get(k) != v)
-        if unpinned:
-            raise CoordsetError(f"embed.numerics: portable must be set before torch is loaded, but this process "
-                                f"loaded torch without {', '.join(unpinned)}; run the stage in a fresh process "
-                                f"(python -m stages.embed) or set embed.numerics: native")
-    os.environ.update(PORTABLE_ENV)
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability != PORTABLE_CAPABILITY:
-        raise CoordsetError(f"embed.numerics: portable needs an x86-64 CPU with AVX2, but torch runs "
-                            f"{capability} kernels here; set embed.numerics: native (the bytes will differ "
-                            f"from the committed lock)")
 
 
 def resolve_device(device: str) -> str:
@@ -145,7 +104,7 @@ def resolve_model(name: str, local_dir: Path | None = None) -> str:
 
 
 def load_model(settings: EmbedSettings) -> Any:
-    pin_numerics(settings.numerics)  # before torch loads
+    pin(settings.numerics)  # before torch loads (stages/__init__.py has done it in a stage process)
     import torch
     from sentence_transformers import SentenceTransformer
 

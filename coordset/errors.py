@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from schemas import SchemaViolation
-
 
 class CoordsetError(Exception):
     """A problem with input, params or environment that the user can act on.
@@ -24,15 +22,17 @@ class ParamError(CoordsetError):
         self.key = key
 
 
-# What a stage reports as one line and exit status 2: coordset's own errors and tables that break a schema.
-USER_ERRORS: tuple[type[Exception], ...] = (CoordsetError, SchemaViolation)
-
-
 def run_main(main: Callable[[], int | None]) -> None:
-    """Run a command's ``main``: a user error prints one clear line and exits 2; else exit with its status."""
+    """Run a command's ``main``: a user error prints one clear line and exits 2; else exit with its status.
+
+    User errors are coordset's own and tables that break a schema. (``schemas`` loads pandas, hence numpy, so
+    it is imported here, not at the top: ``coordset.numerics`` needs this module before numpy loads.)
+    """
+    from schemas import SchemaViolation
+
     try:
         status = main()
-    except USER_ERRORS as exc:
+    except (CoordsetError, SchemaViolation) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)

@@ -1,6 +1,6 @@
 """embed: every distinct message text -> data/embeddings/embeddings.parquet (does not depend on rank).
 
-Under ``embed.numerics: portable`` (the default) the bytes are the same on any x86-64 CPU with AVX2, for any
+Under ``numerics: portable`` (the default) the bytes are the same on any x86-64 CPU with AVX2, for any
 batch size and thread count; nothing here may import torch before ``embed_messages`` pins its kernels.
 """
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from coordset import atomic
 from coordset.labels.build import build_labels, label_settings, read_label_inputs
+from coordset.numerics import numerics_mode, pin
 from coordset.params import load_params
 from schemas.labels import EPISODE_LABELS, JUDGE_CONSISTENCY, JUDGE_EPISODE_VERDICTS, TURN_LABELS
 from stages._entry import run
@@ -28,7 +29,9 @@ def _csv(frame: pd.DataFrame) -> str:
 
 
 def main() -> None:
-    settings = label_settings(load_params())  # every param is checked before any data is read
+    params = load_params()
+    pin(numerics_mode(params))  # stages/__init__.py pinned the numeric code paths; this refuses if it could not
+    settings = label_settings(params)  # every param is checked before any data is read
     labels = build_labels(read_label_inputs(), settings)
     atomic.write_checked({
         OUT / "episode_labels.parquet": (labels.episode_labels, EPISODE_LABELS),

@@ -2,202 +2,31 @@
 
 from __future__ import annotations
 
-import io
-import sys
-import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-import torch
-from threadpoolctl import threadpool_limits
 
 from coordset import atomic
-from coordset.latent import LatentSettings, Sequences, assign_folds, build_sequences, check_rank, latent_settings
-from coordset.latent.evaluation import EpisodeLabels, FoldFit, Pooled, by_source, deal_curve, fit_fold, run_probes
-from coordset.latent.metrics import (
-    compression,
-    explained_variance,
-    mse,
-    no_memory_same_rank,
-    outcome_categories,
-    pca_baseline,
-    winner_probe,
-)
+from coordset.latent import latent_settings
+from coordset.latent.build import STATES, build_latent, read_latent_inputs
+from coordset.numerics import numerics_mode, pin
 from coordset.params import load_params
-from schemas import check, read_checked
-from schemas.embeddings import EMBEDDINGS
-from schemas.latent import latent_states
-from schemas.normalized import EPISODES, OUTCOMES
 from stages._entry import run
 
-EPISODES_PATH = Path("data/normalized/episodes.parquet")
-OUTCOMES_PATH = Path("data/normalized/outcomes.parquet")
-MESSAGES = Path("data/normalized/messages.parquet")
-TOKENS = Path("data/enriched/messages.parquet")
-EMBEDDINGS_PATH = Path("data/embeddings/embeddings.parquet")
-OUT = Path("data/latent/latent_states.parquet")
+OUT = Path(STATES)
 MODEL = Path("models/latent_model.pt")
 DEAL_CURVE = "metrics/latent_deal_curve.csv"
 
 
-def read_messages(path: Path) -> pd.DataFrame:
-    """Messages without their text (the large column), plus each text's UTF-8 size for the compression figures."""
-    table = pq.read_table(path)
-    n_bytes = pc.binary_length(table["text"])
-    return table.drop_columns(["text"]).append_column("n_bytes", n_bytes).to_pandas()
-
-
-def episode_labels(episodes: pd.DataFrame, outcomes: pd.DataFrame) -> EpisodeLabels:
-    by_id = outcomes.set_index("episode_id").reindex(episodes["episode_id"])
-    steps = by_id["mistake_step"].astype("Int64").fillna(-1).to_numpy().astype(int)
-    agents = np.array([None if pd.isna(a) else str(a) for a in by_id["mistake_agent"]], dtype=object)
-    return EpisodeLabels(winner=outcome_categories(episodes, outcomes), deal=by_id["outcome"].to_numpy().astype(object),
-                         mistake_step=steps, mistake_agent=agents)
-
-
 def main() -> None:
-    settings = latent_settings(load_params())  # bad params fail here, before any data is read
-    episodes = read_checked(EPISODES_PATH, EPISODES).sort_values("episode_id").reset_index(drop=True)
-    messages = read_messages(MESSAGES)
-    embeddings = read_checked(EMBEDDINGS_PATH, EMBEDDINGS)
-    check_rank(settings, len(embeddings["embedding"].iloc[0]))
-    outcomes = read_checked(OUTCOMES_PATH, OUTCOMES)
-    tokens = pd.read_parquet(TOKENS)
-    seq = build_sequences(episodes, messages, embeddings)
-    groups = episodes["group_id"].to_numpy().astype(object)
-    fold_of = assign_folds(episodes["group_id"], episodes["source"], settings.holdout_fraction, settings.seed,
-                           settings.eval_folds)
-    folds = episodes["group_id"].map(fold_of).to_numpy()
-    splits = np.where(folds == 0, "heldout", "train")
-    source_index = {s: i for i, s in enumerate(sorted(set(episodes["source"])))}
-    labels = episode_labels(episodes, outcomes)
-    pooled = Pooled(len(seq.embeddings))
-
-    started = time.perf_counter()
-    with threadpool_limits(1):  # one BLAS thread too: frugal on shared machines, and the same sums every run
-        main_fit = fit_fold(seq, groups, folds == 0, settings, source_index, progress=True, desc="latent: train")
-        pooled.add(seq, main_fit)
-        run_probes(seq, main_fit, labels, pooled.probes, settings.seed)
-        top = headline_metrics(seq, main_fit, episodes, labels, settings)
-        for k in range(1, settings.eval_folds):
-            if not (folds == k).any():
-                continue
-            fold = fit_fold(seq, groups, folds == k, settings, source_index, progress=True,
-                            desc=f"latent: cross-fit {k}/{settings.eval_folds - 1}", fold=k)
-            pooled.add(seq, fold)
-            run_probes(seq, fold, labels, pooled.probes, settings.seed)
-            del fold
-        per_source_compression = {
-            source: compression(messages[messages["episode_id"].isin(ids)], tokens[tokens["episode_id"].isin(ids)],
-                                settings.rank)
-            for source, ids in episodes.groupby("source")["episode_id"]}
-        per_source = by_source(seq, groups, pooled, settings, per_source_compression)
-    print(f"latent: trained {1 + sum(1 for k in range(1, settings.eval_folds) if (folds == k).any())} models in "
-          f"{time.perf_counter() - started:.1f} s (per fold: {', '.join(f'{s:.1f}' for s in pooled.seconds)}; "
-          f"best epochs {pooled.best_epochs})", file=sys.stderr)
-
-    for line in summary_lines(per_source):
-        print(line, file=sys.stderr)
-
-    rows = []
-    for e, eid in enumerate(seq.episode_ids):
-        for turn, last in seq.turn_ends[e]:
-            rows.append({"episode_id": eid, "turn": turn, "split": splits[e],
-                         "latent": main_fit.states[seq.offsets[e] + last].astype(np.float32)})
-    table = check(pd.DataFrame(rows), latent_states(settings.rank), str(OUT))
-
-    metrics = {**top, **compression(messages, tokens, settings.rank)}
-    metrics["compression_ratio"] = metrics["compression_ratio_bytes"]
-    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
-    metrics["by_source"] = per_source
-    metrics["evaluation"] = {
-        "folds": settings.eval_folds, "bootstrap_resamples": settings.bootstrap, "seed": settings.seed,
-        "best_epochs": pooled.best_epochs,
-        "protocol": ("by_source: every group is held out once, by a model (ridge, PCA, latent, probes) fitted "
-                     "without it; fold 0 is the published model's held-out split, which the top-level figures use. "
-                     "Intervals: 95% percentile bootstrap over held-out groups; win = the interval excludes zero "
-                     "on the better side."),
-    }
-
-    buffer = io.BytesIO()
-    ridge = {source: {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in parts.items()}
-             for source, parts in main_fit.ridge.models.items()}
-    torch.save({"state_dict": main_fit.model.state_dict(), "settings": settings.__dict__,
-                "embedding_dim": seq.dim, "n_slots": main_fit.model.n_slots, "sources": list(source_index),
-                "ridge": ridge, "ridge_alpha": main_fit.ridge.alpha,
-                "memory_alpha": {list(source_index)[q]: a for q, a in main_fit.fit.alphas.items()}}, buffer)
-    atomic.write_parquet(OUT, table)
-    atomic.write_bytes(MODEL, buffer.getvalue())
-    atomic.write_json("metrics/latent.json", metrics)
-    atomic.write_text("metrics/latent_loss.csv", pd.DataFrame(main_fit.fit.history).to_csv(index=False))
-    atomic.write_text("metrics/latent_rank.csv", pd.DataFrame([{
-        "rank": settings.rank, "explained_variance": metrics["explained_variance"],
-        "pca_explained_variance": metrics["pca_explained_variance"]}]).to_csv(index=False))
-    curve = deal_curve(pooled.probes.rows.get("deal", []))
-    atomic.write_text(DEAL_CURVE, pd.DataFrame(curve, columns=[
-        "round", "episodes", "latent_accuracy", "memoryless_accuracy", "prior_accuracy"]).to_csv(index=False))
-
-
-def summary_lines(per_source: dict[str, Any]) -> list[str]:
-    """One line per source and comparison: model vs baseline, the 95% interval, and whether it is a win."""
-    def fmt(name: str, c: dict[str, Any]) -> str:
-        ci = "no interval" if c.get("ci95") is None else f"95% CI [{c['ci95'][0]:.3g}, {c['ci95'][1]:.3g}]"
-        return f"  {name}: {c['model']} vs {c['baseline']} ({ci}){' WIN' if c.get('win') else ''}"
-    lines = []
-    for source, res in per_source.items():
-        lines.append(f"latent: {source} ({res['groups']} held-out groups, each once)")
-        lines.append(fmt("explained variance vs PCA", res["reconstruction"]["explained_variance_vs_pca"]))
-        if "next_message" in res:
-            lines.append(fmt("next-message error vs memoryless ridge", res["next_message"]["vs_memoryless_ridge"]))
-        for probe, figures in res["probes"].items():
-            for name, value in figures.items():
-                if isinstance(value, dict) and "latent_vs_memoryless" in value:
-                    lines.append(fmt(f"{probe} {name}, latent vs PCA codes", value["latent_vs_memoryless"]))
-                    lines.append(fmt(f"{probe} {name}, latent vs prior", value["latent_vs_prior"]))
-        if source == "who_when" and "who_when_paper_best_llm" in res["probes"]:
-            paper = res["probes"]["who_when_paper_best_llm"]
-            lines.append(f"  Who&When paper, best LLM method: agent {paper['agent_accuracy']}, step "
-                         f"{paper['step_accuracy']} (protocols differ: zero-shot judging vs our supervised probe "
-                         "on held-out tasks)")
-    return lines
-
-
-def headline_metrics(seq: Sequences, fit: FoldFit, episodes: pd.DataFrame, labels: EpisodeLabels,
-                     settings: LatentSettings) -> dict[str, Any]:
-    """The top-level figures, as before: the published model on its held-out split, all sources together."""
-    x = seq.embeddings
-    train_rows, held_rows = seq.rows_of(fit.train_eps), seq.rows_of(fit.held_eps)
-    train_x, held_x = x[train_rows], x[held_rows]
-    current, nxt = seq.pairs_of(fit.held_eps)
-    train_current, train_next = seq.pairs_of(fit.train_eps)
-    final = fit.states[seq.offsets[1:] - 1]
-    questions = episodes["group_id"].to_numpy()
-    held = fit.held_eps
-    # The probe is scored on held-out groups; over all episodes too (5x the data, still grouped, but there the
-    # latent model has seen the texts of the training groups).
-    probe_all = winner_probe(final, labels.winner, questions, settings.probe_folds, settings.seed)
-    return {
-        "rank": settings.rank,
-        "cell": settings.cell,
-        "heldout_episodes": int(len(held)),
-        "heldout_messages": int(len(held_rows)),
-        "reconstruction_error": mse(held_x, fit.recon[held_rows]),
-        "explained_variance": explained_variance(held_x, fit.recon[held_rows], train_x.mean(axis=0)),
-        **pca_baseline(train_x, held_x, settings.rank, settings.seed),
-        "next_step_error": mse(x[nxt], fit.next_pred[current]),
-        "next_step_error_no_memory": mse(x[nxt], x[current]),
-        "next_step_error_no_memory_same_rank": no_memory_same_rank(x[train_current], x[train_next], x[current],
-                                                                   x[nxt], settings.rank, settings.seed),
-        "next_step_error_memoryless_ridge": mse(x[nxt], fit.ridge_next[current]),
-        **winner_probe(final[held], labels.winner[held], questions[held], settings.probe_folds, settings.seed),
-        "probe_accuracy_all_episodes": probe_all["probe_accuracy"],
-        "probe_majority_rate_all_episodes": probe_all["probe_majority_rate"],
-        "best_epoch": fit.fit.best_epoch,
-    }
+    params = load_params()
+    pin(numerics_mode(params))  # stages/__init__.py pinned the numeric code paths; this refuses if it could not
+    settings = latent_settings(params)  # bad params fail here, before any data is read
+    built = build_latent(read_latent_inputs(), settings)
+    atomic.write_parquet(OUT, built.states)
+    atomic.write_bytes(MODEL, built.model_pt)
+    atomic.write_json("metrics/latent.json", built.metrics)
+    atomic.write_text("metrics/latent_loss.csv", built.loss.to_csv(index=False))
+    atomic.write_text("metrics/latent_rank.csv", built.rank_row.to_csv(index=False))
+    atomic.write_text(DEAL_CURVE, built.deal_curve.to_csv(index=False))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def test_other_models_load_by_name() -> None:
 
 @pytest.mark.parametrize(("key", "value"), [("embed.batch_size", 0), ("embed.long_text", "drop"),
                                             ("embed.device", "tpu"), ("embed.backend", "tensorrt"),
-                                            ("embed.numerics", "fast")])
+                                            ("numerics", "fast")])
 def test_bad_embed_params_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ParamError, match=key.replace(".", r"\.")):
         embed_settings(repo_params(**{key: value}))
@@ -124,7 +124,7 @@ def test_stage_writes_identical_bytes_twice(tmp_path: Path, monkeypatch: pytest.
              "Both answers cite the same source; the second one adds an example about caching in DVC."]
     (tmp_path / "data/normalized").mkdir(parents=True)
     _messages(texts).to_parquet(tmp_path / "data/normalized/messages.parquet")
-    params = repo_params(**{"embed.device": "cpu", "embed.batch_size": 2, "embed.numerics": "native", "rank": "eight"})
+    params = repo_params(**{"embed.device": "cpu", "embed.batch_size": 2, "numerics": "native", "rank": "eight"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))  # a bad rank is none of embed's business
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "data/embeddings/embeddings.parquet"

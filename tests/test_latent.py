@@ -258,8 +258,9 @@ def _write_project(root: Path, rank: int = 4, cell: str = "gru") -> None:
     pd.DataFrame({"text_sha256": hashes, "embedding": list(vectors), "n_wordpieces": 8, "n_chunks": 1,
                   "truncated": False, "long_text_method": "truncate"}).to_parquet(
         root / "data/embeddings/embeddings.parquet")
-    params = repo_params(rank=rank, **{"latent.cell": cell, "latent.epochs": 3, "latent.probe_folds": 3,
-                                       "latent.batch_size": 16, "latent.bootstrap": 200})
+    # native: this process loaded numpy and torch before the stage could pin them (tests/test_numerics.py)
+    params = repo_params(rank=rank, **{"numerics": "native", "latent.cell": cell, "latent.epochs": 3,
+                                       "latent.probe_folds": 3, "latent.batch_size": 16, "latent.bootstrap": 200})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 

@@ -217,7 +217,8 @@ def _queued_run(project: Path, server: FakeOpenAI, name: str, *args: str) -> tup
 
 
 def _label_processes(project: Path) -> list[int]:
-    """Pids of label stages this test's queue worker runs (DVC_ROOT names the project)."""
+    """Pids of the label stage this test's queue worker runs (DVC_ROOT names the project): the stage's
+    python and, where the shell DVC runs the command through does not exec it, that shell too."""
     marker = f"DVC_ROOT={project}".encode()
     pids = []
     for proc in Path("/proc").iterdir():
@@ -237,9 +238,11 @@ def test_queued_exp_killed_then_resumed_pays_only_for_what_is_missing(project: P
         _queue(project, server, "killed", *LLM_ON)
         wait_for(lambda: server.call_count >= KILL_AT, "the queued run's calls")
         pids = _label_processes(project)
-        assert len(pids) == 1, pids
-        os.killpg(os.getpgid(pids[0]), signal.SIGKILL)  # the worker, its `exp exec-run` and the stage
-        wait_for(lambda: not Path(f"/proc/{pids[0]}").exists(), "the killed stage to be gone", timeout=30)
+        groups = {os.getpgid(pid) for pid in pids}
+        assert pids and len(groups) == 1, pids  # one stage run, in one process group
+        os.killpg(groups.pop(), signal.SIGKILL)  # the worker, its `exp exec-run` and the stage
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), "the killed stage to be gone",
+                 timeout=30)
         settle(server)
         kept = assert_kept_what_was_answered(project, server)
 

@@ -1,4 +1,4 @@
-"""embed.numerics: portable bytes do not depend on the caller's CPU-kernel settings, batch size or threads.
+"""numerics: portable bytes do not depend on the caller's CPU-kernel settings, batch size or threads.
 
 Portable runs happen in subprocesses (one of them the real `python -m stages.embed`): the kernels are pinned
 when torch loads, so they cannot be tested in this process (pytest may already have loaded torch). That native
@@ -7,6 +7,7 @@ bytes differ from portable ones is not asserted: it depends on the machine.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,8 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from coordset.embedding import PORTABLE_ENV, embed_settings, pin_numerics
+from coordset.embedding import embed_settings
 from coordset.errors import CoordsetError, ParamError
+from coordset.numerics import PORTABLE_ENV, PORTABLE_UNSET, pin
 from coordset.records import sha256_text
 from tests.helpers import REPO, repo_params
 
@@ -52,6 +54,8 @@ def _messages(texts: list[str]) -> pd.DataFrame:
 # In a child process: portable numerics, every batch size and long-text policy, vectors saved for the parent.
 ENCODE_ALL_WAYS = """
 import sys
+from coordset.numerics import pin
+pin("portable")  # first, as stages/__init__.py does: before numpy and torch load
 import numpy as np
 import pandas as pd
 from coordset.embedding import embed_settings, embedding_table, load_model
@@ -75,9 +79,9 @@ np.savez(sys.argv[1], **out)
 def _start(tmp: Path, args: list[str], *, batch_size: int, env: dict[str, str]) -> subprocess.Popen:
     (tmp / "data/normalized").mkdir(parents=True)
     _messages(_texts()).to_parquet(tmp / "data/normalized/messages.parquet")
-    params = repo_params(**{"embed.batch_size": batch_size, "embed.numerics": "portable", "embed.device": "auto"})
+    params = repo_params(**{"embed.batch_size": batch_size, "numerics": "portable", "embed.device": "auto"})
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
-    child = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
+    child = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV and k not in PORTABLE_UNSET}
     child.update(env, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     return subprocess.Popen([sys.executable, *args], cwd=tmp, env=child, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -115,29 +119,29 @@ def test_portable_bytes_ignore_cpu_kernel_settings_batch_size_and_threads(tmp_pa
 
 @pytest.mark.parametrize("value", ["fast", "AVX2", "", None, True])
 def test_a_bad_numerics_value_names_the_key(value: object) -> None:
-    with pytest.raises(ParamError, match=r"embed\.numerics"):
-        embed_settings(repo_params(**{"embed.numerics": value}))
+    with pytest.raises(ParamError, match=r"'numerics'"):
+        embed_settings(repo_params(**{"numerics": value}))
 
 
 def test_missing_numerics_names_the_key() -> None:
     params = repo_params()
-    del params["embed"]["numerics"]
-    with pytest.raises(ParamError, match=r"'embed\.numerics' is missing"):
+    del params["numerics"]
+    with pytest.raises(ParamError, match=r"'numerics' is missing"):
         embed_settings(params)
 
 
 @pytest.mark.parametrize(("overrides", "problem"), [({"embed.device": "cuda"}, "CPU only"),
                                                     ({"embed.backend": "torch_int8"}, "torch_int8")])
 def test_portable_refuses_what_cannot_give_its_bytes(overrides: dict[str, str], problem: str) -> None:
-    with pytest.raises(ParamError, match=rf"embed\.numerics.*{problem}"):
-        embed_settings(repo_params(**{"embed.numerics": "portable", **overrides}))
-    native = embed_settings(repo_params(**{"embed.numerics": "native", **overrides}))
+    with pytest.raises(ParamError, match=rf"'numerics'.*{problem}"):
+        embed_settings(repo_params(**{"numerics": "portable", **overrides}))
+    native = embed_settings(repo_params(**{"numerics": "native", **overrides}))
     assert native.numerics == "native"
 
 
 def test_portable_runs_auto_on_the_cpu_and_native_keeps_auto() -> None:
-    assert embed_settings(repo_params(**{"embed.numerics": "portable", "embed.device": "auto"})).device == "cpu"
-    assert embed_settings(repo_params(**{"embed.numerics": "native", "embed.device": "auto"})).device == "auto"
+    assert embed_settings(repo_params(**{"numerics": "portable", "embed.device": "auto"})).device == "cpu"
+    assert embed_settings(repo_params(**{"numerics": "native", "embed.device": "auto"})).device == "auto"
 
 
 def test_portable_refuses_a_process_that_loaded_torch_unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,7 +149,35 @@ def test_portable_refuses_a_process_that_loaded_torch_unpinned(monkeypatch: pyte
 
     for key in PORTABLE_ENV:
         monkeypatch.delenv(key, raising=False)
-    with pytest.raises(CoordsetError, match=r"before torch is loaded.*ATEN_CPU_CAPABILITY"):
-        pin_numerics("portable")
+    with pytest.raises(CoordsetError, match=r"before (numpy|torch) is loaded"):
+        pin("portable")
     assert not any(key in os.environ for key in PORTABLE_ENV)
-    pin_numerics("native")  # leaves the process alone
+    pin("native")  # leaves the process alone
+
+
+# In a fresh process, in a folder whose params.yaml says portable: what every stage process starts with.
+LIBRARIES_AFTER_IMPORT_STAGES = """
+import json
+import stages  # pins, as `python -m stages.<name>` does before the stage module runs
+import scipy.linalg  # noqa: F401  (its own OpenBLAS)
+import torch
+from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+from threadpoolctl import threadpool_info
+print(json.dumps({"torch": torch.backends.cpu.get_cpu_capability(),
+                  "blas": sorted({(i["architecture"], i["num_threads"]) for i in threadpool_info()
+                                  if i["internal_api"] == "openblas"}),
+                  "numpy": sorted(t for t in __cpu_dispatch__ if __cpu_features__.get(t))}))
+"""
+
+
+def test_every_stage_process_pins_torch_blas_and_numpy_before_they_load(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params(numerics="portable")))
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
+    env.update(PYTHONPATH=str(REPO), MKL_ENABLE_INSTRUCTIONS="AVX512", OPENBLAS_NUM_THREADS="4")
+    result = subprocess.run([sys.executable, "-c", LIBRARIES_AFTER_IMPORT_STAGES], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["torch"] == "AVX2"
+    assert seen["blas"] and all(arch == "Haswell" and threads == 1 for arch, threads in seen["blas"]), seen
+    assert set(seen["numpy"]) <= {"X86_V3"}, seen  # numpy's own loops: nothing wider than AVX2

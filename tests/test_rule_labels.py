@@ -73,7 +73,7 @@ def test_stage_checks_thresholds_before_reading_any_table(
 ) -> None:
     # No data at all in tmp_path: the params error must come first.
     (tmp_path / "params.yaml").write_text(
-        yaml.safe_dump(repo_params(**{"thresholds.agreement_high": "high"}))
+        yaml.safe_dump(repo_params(**{"numerics": "native", "thresholds.agreement_high": "high"}))
     )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ParamError, match="thresholds.agreement_high"):
@@ -360,7 +360,7 @@ def _write_inputs(root: Path, **params: object) -> None:
     for name, frame in tables.items():
         (root / "data" / name).parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(root / "data" / f"{name}.parquet", index=False)
-    (root / "params.yaml").write_text(yaml.safe_dump(repo_params(**params)))
+    (root / "params.yaml").write_text(yaml.safe_dump(repo_params(**{"numerics": "native", **params})))  # in-process
 
 
 def test_label_stage_on_tiny_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

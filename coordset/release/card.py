@@ -27,7 +27,7 @@ PRETTY_NAME = "coordset: multi-LLM interaction episodes"
 TASK_CATEGORIES = ["text-generation", "text-classification"]
 TAGS = ["multi-agent", "llm-as-a-judge", "mt-bench", "pairwise-preference", "token-usage", "latent-states", "dvc"]
 # Params that shape the released data; the card prints their values.
-PARAM_KEYS = ("rank", "model", "thresholds", "sources", "enrich", "embed", "latent", "label", "release")
+PARAM_KEYS = ("numerics", "rank", "model", "thresholds", "sources", "enrich", "embed", "latent", "label", "release")
 HIGH_INCONSISTENCY = 0.30  # a judge flipping on this share of its valid verdicts is called out
 FEW_FLEISS_SHARE = 0.25    # Fleiss' kappa on fewer than this share of the judged episodes is called out
 LANGUAGE_CODES = {"english": "en", "korean": "ko", "chinese": "zh", "spanish": "es", "french": "fr",
