@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from coordset.errors import CoordsetError, ParamError
@@ -92,7 +93,7 @@ def pin(mode: str) -> None:
                                 f"kernels here; set numerics: native (the bytes will differ from the committed lock)")
 
 
-def pin_from_params_file(path: str = "params.yaml") -> None:
+def pin_from_params_file(path: str | Path = "params.yaml") -> None:
     """``pin`` by the ``numerics`` of ``path`` where it can; quietly nothing where it cannot (no readable params,
     a bad value, numpy already loaded): the stage calls ``pin`` again itself, and that call reports it."""
     try:
