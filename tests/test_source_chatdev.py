@@ -15,11 +15,12 @@ from coordset.normalize import check_episode
 from coordset.records import SkipLog
 from coordset.sources import chatdev
 from coordset.sources.episode import Episode
+from coordset.sources.registry import Limit
 from tests.helpers import MIRROR
 
 RAW = MIRROR / "chatdev"
 needs_mirror = pytest.mark.skipif(not RAW.is_dir(), reason=f"mirror not found at {RAW}")
-PARAMS = {"sources": {"chatdev": {"max_episodes": None}}}
+SETTINGS = chatdev.SOURCE.settings({"sources": {"chatdev": {"max_episodes": None}}})
 BMI = "BMI Calculator_DefaultOrganization_20230918110521"
 
 
@@ -28,7 +29,7 @@ def mirrored() -> tuple[list[Episode], SkipLog]:
     if not RAW.is_dir():
         pytest.skip(f"mirror not found at {RAW}")
     skips = SkipLog(policy="skip")
-    return chatdev.read(RAW, PARAMS, skips).episodes, skips
+    return chatdev.read(RAW, SETTINGS, skips).episodes, skips
 
 
 def _by_group(episodes: list[Episode], group: str) -> Episode:
@@ -67,7 +68,7 @@ def test_mirror_counts(mirrored: tuple[list[Episode], SkipLog]) -> None:
 @needs_mirror
 def test_mirror_stops_on_first_bad_log() -> None:
     with pytest.raises(CoordsetError, match=r"Calculator_THUNLP_20230628184918/20230628184918\.log, message header"):
-        chatdev.read(RAW, PARAMS, SkipLog(policy="stop"))
+        chatdev.read(RAW, SETTINGS, SkipLog(policy="stop"))
 
 
 @needs_mirror
@@ -164,13 +165,13 @@ def test_rebuilt_prompts_match_the_logged_usage(mirrored: tuple[list[Episode], S
 
 @needs_mirror
 def test_max_episodes_keeps_the_first_in_file_order() -> None:
-    data = chatdev.read(RAW, {"sources": {"chatdev": {"max_episodes": 2}}}, SkipLog(policy="stop"))
+    data = chatdev.read(RAW, Limit(max_episodes=2), SkipLog(policy="stop"))
     assert [e.group_id for e in data.episodes] == ["2048_THUNLP_20230822144615", "ArtCanvas_THUNLP_20230825093558"]
 
 
 def test_max_episodes_must_be_a_positive_int(tmp_path: Path) -> None:
     with pytest.raises(ParamError, match="sources.chatdev.max_episodes"):
-        chatdev.read(tmp_path, {"sources": {"chatdev": {"max_episodes": "all"}}}, SkipLog())
+        chatdev.SOURCE.settings({"sources": {"chatdev": {"max_episodes": "all"}}})
 
 
 # --- small logs written by the tests -------------------------------------------------------------------
@@ -208,7 +209,7 @@ def _project(root: Path, name: str, files: dict[str, str]) -> Path:
 
 def test_small_log_pairs_usage_in_order_and_counts_steps(tmp_path: Path) -> None:
     _project(tmp_path, "Calc_Org_20230918110521", {"run.log": GOOD.replace("\n", "\r\n"), "meta.txt": "Task:\nx\n"})
-    (episode,) = chatdev.read(tmp_path, PARAMS, SkipLog()).episodes
+    (episode,) = chatdev.read(tmp_path, SETTINGS, SkipLog()).episodes
     check_episode(episode)
     assert episode.episode_id == "chatdev/Calc_Org_20230918110521/run" and episode.category == "gpt-4"
     rows = [(m.speaker, m.role, m.text, m.turn, m.logged_prompt_tokens, m.logged_completion_tokens)
@@ -230,7 +231,7 @@ def test_small_log_prompts_follow_each_agents_memory(tmp_path: Path) -> None:
                        "[2023-18-09 11:05:31 INFO] **[OpenAI_Usage_Info Send]**\nnum_tokens: 1\n\n"
                        "[2023-18-09 11:05:33 INFO] **[OpenAI", 1)
     _project(tmp_path, "Calc", {"run.log": log})
-    (episode,) = chatdev.read(tmp_path, PARAMS, SkipLog()).episodes
+    (episode,) = chatdev.read(tmp_path, SETTINGS, SkipLog()).episodes
     cpo, ceo = episode.messages[1], episode.messages[2]
     assert cpo.prompt == "[system]\nYou are CPO.\n\n[user]\nPick a modality.\n\n[user]\nPick a modality."
     assert ceo.prompt == "[system]\nYou are CEO.\n\n\n[assistant]\nPick a modality.\n\n[user]\nI suggest an app."
@@ -241,7 +242,7 @@ def test_task_falls_back_to_meta_txt(tmp_path: Path) -> None:
     log = GOOD.split("[2023-18-09 11:05:25 INFO]", 1)[1]  # no [Preprocessing] record
     _project(tmp_path, "P", {"p.log": "[2023-18-09 11:05:25 INFO]" + log,
                              "meta.txt": "Task:\nBuild a\ncalculator\n\nConfig:\nx\n"})
-    (episode,) = chatdev.read(tmp_path, PARAMS, SkipLog()).episodes
+    (episode,) = chatdev.read(tmp_path, SETTINGS, SkipLog()).episodes
     assert episode.messages[0].text == "Build a\ncalculator"
 
 
@@ -265,9 +266,9 @@ def test_bad_log_stops_or_is_counted(tmp_path: Path, reason: str) -> None:
     _project(tmp_path, "B_bad", {"bad.log": text})
     _project(tmp_path, "C_good", {"good.log": GOOD})
     with pytest.raises(CoordsetError, match=r"WareHouse/B_bad/" + pattern):
-        chatdev.read(tmp_path, PARAMS, SkipLog(policy="stop"))
+        chatdev.read(tmp_path, SETTINGS, SkipLog(policy="stop"))
     skips = SkipLog(policy="skip")
-    episodes = chatdev.read(tmp_path, PARAMS, skips).episodes
+    episodes = chatdev.read(tmp_path, SETTINGS, skips).episodes
     assert [e.group_id for e in episodes] == ["A_good", "C_good"]
     assert dict(skips.counts) == {("chatdev", reason): 1}
 
@@ -276,9 +277,9 @@ def test_missing_and_duplicate_logs_are_counted(tmp_path: Path) -> None:
     _project(tmp_path, "A_nolog", {"meta.txt": "Task:\nx\n"})
     _project(tmp_path, "B_copy", {"run.log": GOOD, "run 2.log": GOOD.replace("Build a calculator", "Build it")})
     with pytest.raises(CoordsetError, match=r"WareHouse/A_nolog, log: project folder has no \.log file"):
-        chatdev.read(tmp_path, PARAMS, SkipLog(policy="stop"))
+        chatdev.read(tmp_path, SETTINGS, SkipLog(policy="stop"))
     skips = SkipLog(policy="skip")
-    (episode,) = chatdev.read(tmp_path, PARAMS, skips).episodes
+    (episode,) = chatdev.read(tmp_path, SETTINGS, skips).episodes
     assert episode.episode_id == "chatdev/B_copy/run"
     assert dict(skips.counts) == {("chatdev", "missing_log"): 1, ("chatdev", "duplicate_log"): 1}
     assert any("B_copy/run 2.log: repeats every reply of 'run.log'" in e for e in skips.examples)

@@ -21,8 +21,9 @@ needs_mirror = pytest.mark.skipif(not RAW.is_dir(), reason=f"mirror not found at
 BASE = (3, 3, 4, 4, 5)  # options per issue of the base game
 
 
-def params(max_episodes: int | None = None, **extra: object) -> dict:
-    return {"sources": {"llm_deliberation": {"max_episodes": max_episodes, **extra}}}
+def params(max_episodes: int | None = None, **extra: object) -> ld.Settings:
+    """The reader's settings, checked from params as the normalize stage checks them."""
+    return ld.source_settings({"sources": {"llm_deliberation": {"max_episodes": max_episodes, **extra}}})
 
 
 # ---------------------------------------------------------------- the game rule on a hand-made game
@@ -204,12 +205,12 @@ def test_archives_are_read_when_asked() -> None:
 
 def test_params() -> None:
     pins = {"LICENSE": "0" * 64, "logs/a.zip": "1" * 64, "logs/all_x/history1.json": "2" * 64}
-    assert set(ld.pinned_files(pins, params())) == {"LICENSE", "logs/all_x/history1.json"}
-    assert set(ld.pinned_files(pins, params(archives=True))) == set(pins)
+    assert set(ld.SOURCE.pinned_files(pins, params())) == {"LICENSE", "logs/all_x/history1.json"}
+    assert set(ld.SOURCE.pinned_files(pins, params(archives=True))) == set(pins)
     with pytest.raises(ParamError, match="archives"):
-        ld.read(Path("/nonexistent"), params(archives="yes"), SkipLog())
+        params(archives="yes")
     with pytest.raises(ParamError, match="max_episodes"):
-        ld.read(Path("/nonexistent"), params(0), SkipLog())
+        params(0)
 
 
 # ---------------------------------------------------------------- bad records on small written files

@@ -11,10 +11,14 @@ import pytest
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.fetch import read_pins
+from coordset.normalize import normalize, normalize_metrics
 from coordset.records import SkipLog
 from coordset.sources import mad_debate
 from coordset.sources.episode import Episode
-from tests.helpers import MIRROR
+from coordset.sources.registry import Limit
+from schemas import check
+from schemas.normalized import EPISODES, MESSAGES, OUTCOMES, TURN_EVENTS
+from tests.helpers import MIRROR, fetch_raw, repo_params
 
 RAW = MIRROR / "mad_debate"
 DEBATES = RAW / mad_debate.DEBATES
@@ -22,15 +26,16 @@ needs_mirror = pytest.mark.skipif(not RAW.is_dir(), reason=f"mirror not found at
 AFF, NEG, MOD, JUDGE = "Affirmative side", "Negative side", "Moderator", "Judge"
 
 
-def _params(max_episodes: Any = None) -> dict[str, Any]:
-    return {"sources": {"mad_debate": {"max_episodes": max_episodes}}}
+def _settings(max_episodes: Any = None) -> Limit:
+    """The reader's settings, checked from params as the normalize stage checks them."""
+    return mad_debate.SOURCE.settings({"sources": {"mad_debate": {"max_episodes": max_episodes}}})
 
 
 @pytest.fixture(scope="module")
 def episodes() -> dict[str, Episode]:
     if not RAW.is_dir():
         pytest.skip(f"mirror not found at {RAW}")
-    return {e.episode_id: e for e in mad_debate.read(RAW, _params(), SkipLog("stop")).episodes}
+    return {e.episode_id: e for e in mad_debate.read(RAW, _settings(), SkipLog("stop")).episodes}
 
 
 @needs_mirror
@@ -125,10 +130,10 @@ def test_reference_matching() -> None:
 
 @needs_mirror
 def test_max_episodes_keeps_the_first_in_numeric_order() -> None:
-    data = mad_debate.read(RAW, _params(3), SkipLog("stop"))
+    data = mad_debate.read(RAW, _settings(3), SkipLog("stop"))
     assert [e.episode_id for e in data.episodes] == ["mad_debate/0", "mad_debate/1", "mad_debate/2"]
     with pytest.raises(ParamError, match="sources.mad_debate.max_episodes"):
-        mad_debate.read(RAW, _params(-1), SkipLog("stop"))
+        mad_debate.read(RAW, _settings(-1), SkipLog("stop"))
 
 
 def _debate() -> dict[str, Any]:
@@ -177,6 +182,22 @@ BAD = [("missing_field", "missing_field", "field 'correct reference'"),
        ("malformed_json", "malformed_json", "MAD_Debate_Process/1.json")]
 
 
+@needs_mirror
+def test_normalize_with_mad_debate_switched_on(tmp_path: Path) -> None:
+    """Off by default (GPL-3.0); named in ``sources.use`` it is fetched, normalized and counted: 200 episodes."""
+    assert "mad_debate" not in repo_params()["sources"]["use"]
+    params = repo_params(**{"sources.use": ["mad_debate"]})  # alone, to stay fast
+    tables = normalize(params, fetch_raw(tmp_path / "raw", "mad_debate", params=params))
+    for frame, schema in ((tables.episodes, EPISODES), (tables.messages, MESSAGES), (tables.outcomes, OUTCOMES),
+                          (tables.turn_events, TURN_EVENTS)):
+        check(frame, schema, schema.name)
+    metrics = normalize_metrics(tables)
+    assert metrics["by_source"] == {"mad_debate": {"episodes": 200, "messages": 3327, "skipped": 0}}
+    assert metrics["episodes"] == 200 and metrics["skipped_total"] == 0
+    assert tables.outcomes["outcome"].value_counts().to_dict() == {"unknown": 193, "correct": 5, "incorrect": 2}
+    assert set(tables.episodes["billing"]) == {mad_debate.SOURCE.billing}
+
+
 def _write(raw: Path, n: int, record: Any) -> None:
     path = raw / mad_debate.DEBATES / f"{n}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +206,7 @@ def _write(raw: Path, n: int, record: Any) -> None:
 
 def test_written_debate_shape(tmp_path: Path) -> None:
     _write(tmp_path, 0, _debate())
-    (e,) = mad_debate.read(tmp_path, _params(), SkipLog("stop")).episodes
+    (e,) = mad_debate.read(tmp_path, _settings(), SkipLog("stop")).episodes
     assert [(m.speaker, m.text) for m in e.messages] == [
         ("user", "Translate the following text from Chinese to English: 这块地不薄。"), (AFF, "A"),
         ("user", "Restate the translation and provide your reasons."), (AFF, "I say A."), (NEG, "I disagree: B."),
@@ -199,9 +220,9 @@ def test_bad_record_stops_or_is_counted(tmp_path: Path, change: str, reason: str
     _write(tmp_path, 1, _broken(change))
     _write(tmp_path, 2, _debate())
     with pytest.raises(CoordsetError) as err:
-        mad_debate.read(tmp_path, _params(), SkipLog("stop"))
+        mad_debate.read(tmp_path, _settings(), SkipLog("stop"))
     assert "MAD_Debate_Process/1.json" in str(err.value) and field in str(err.value)
     skips = SkipLog("skip")
-    data = mad_debate.read(tmp_path, _params(), skips)
+    data = mad_debate.read(tmp_path, _settings(), skips)
     assert [e.episode_id for e in data.episodes] == ["mad_debate/0", "mad_debate/2"]
     assert skips.counts == Counter({("mad_debate", reason): 1})

@@ -11,24 +11,27 @@ import pytest
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.fetch import read_pins
+from coordset.normalize import normalize, normalize_metrics
 from coordset.records import SkipLog
 from coordset.sources import who_when
 from coordset.sources.episode import Episode
-from tests.helpers import MIRROR
+from coordset.sources.registry import Limit
+from tests.helpers import MIRROR, fetch_raw, repo_params
 
 RAW = MIRROR / "who_when"
 needs_mirror = pytest.mark.skipif(not RAW.is_dir(), reason=f"mirror not found at {RAW}")
 
 
-def _params(max_episodes: Any = None) -> dict[str, Any]:
-    return {"sources": {"who_when": {"max_episodes": max_episodes}}}
+def _settings(max_episodes: Any = None) -> Limit:
+    """The reader's settings, checked from params as the normalize stage checks them."""
+    return who_when.SOURCE.settings({"sources": {"who_when": {"max_episodes": max_episodes}}})
 
 
 @pytest.fixture(scope="module")
 def episodes() -> dict[str, Episode]:
     if not RAW.is_dir():
         pytest.skip(f"mirror not found at {RAW}")
-    data = who_when.read(RAW, _params(), SkipLog("stop"))
+    data = who_when.read(RAW, _settings(), SkipLog("stop"))
     return {e.episode_id: e for e in data.episodes}
 
 
@@ -104,11 +107,20 @@ def test_mistake_agent_case_is_normalised(episodes: dict[str, Episode]) -> None:
 
 
 @needs_mirror
+def test_normalize_metrics_count_each_subset(tmp_path: Path) -> None:
+    params = repo_params(**{"sources.use": ["who_when"]})
+    tables = normalize(params, fetch_raw(tmp_path / "raw", "who_when", params=params))
+    counts = normalize_metrics(tables)["by_source"]["who_when"]
+    assert counts == {"episodes": 184, "messages": 4092, "skipped": 0,
+                      "by_subset": {"algorithm_generated": 126, "hand_crafted": 58}}
+
+
+@needs_mirror
 def test_max_episodes_keeps_the_first_in_numeric_order() -> None:
-    data = who_when.read(RAW, _params(3), SkipLog("stop"))
+    data = who_when.read(RAW, _settings(3), SkipLog("stop"))
     assert [e.episode_id for e in data.episodes] == [f"who_when/algorithm_generated/{n}" for n in (1, 2, 3)]
     with pytest.raises(ParamError, match="sources.who_when.max_episodes"):
-        who_when.read(RAW, _params("all"), SkipLog("stop"))
+        who_when.read(RAW, _settings("all"), SkipLog("stop"))
 
 
 def _record(**overrides: Any) -> dict[str, Any]:
@@ -149,10 +161,10 @@ def test_bad_record_stops_or_is_counted(tmp_path: Path, reason: str, record: Any
     _write(tmp_path, 2, record)
     _write(tmp_path, 3, _record(question_ID="q-3"))
     with pytest.raises(CoordsetError) as err:
-        who_when.read(tmp_path, _params(), SkipLog("stop"))
+        who_when.read(tmp_path, _settings(), SkipLog("stop"))
     assert "Who&When/Algorithm-Generated/2.json" in str(err.value) and field in str(err.value)
     skips = SkipLog("skip")
-    data = who_when.read(tmp_path, _params(), skips)
+    data = who_when.read(tmp_path, _settings(), skips)
     assert [e.episode_id for e in data.episodes] == ["who_when/algorithm_generated/1", "who_when/algorithm_generated/3"]
     assert skips.counts == Counter({("who_when", reason): 1})
 
@@ -168,7 +180,7 @@ def test_written_record_shape(tmp_path: Path) -> None:
                     {"content": "I typed Q.", "role": "WebSurfer"},
                     {"content": "ok", "role": "ComputerTerminal"}],
         "mistake_agent": "websurfer", "mistake_step": 3, "mistake_reason": "Wrong page."}))
-    (e,) = who_when.read(tmp_path, _params(), SkipLog("stop")).episodes
+    (e,) = who_when.read(tmp_path, _settings(), SkipLog("stop")).episodes
     assert [(m.speaker, m.role, m.text) for m in e.messages] == [
         ("user", "user", "Q?"), ("Orchestrator", "agent", "(thought) Plan."),
         ("Orchestrator", "agent", "(-> WebSurfer) Search it."), ("WebSurfer", "agent", "I typed Q."),

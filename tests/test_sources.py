@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -194,3 +195,27 @@ def test_mt_bench_answer_missing_a_turn_is_named(raw_dir: Path, tmp_path: Path) 
     answers.write_text("\n".join(lines) + "\n")
     with pytest.raises(CoordsetError, match=r"agent 'gemma-2-9b-it' has 0 replies for 2 user turns"):
         normalize(MT_BENCH, raw)
+
+
+def test_params_become_settings_once_before_any_file_is_read(tmp_path: Path) -> None:
+    """normalize and fetch check every source's params into settings up front; readers never see raw params."""
+    from coordset.normalize import normalize_settings
+    from coordset.sources import local
+    from coordset.sources.fetching import fetch_settings
+    from coordset.sources.registry import Limit
+
+    bad = repo_params(**{"sources.use": ["who_when", "fastchat_mt_bench"], "sources.fastchat_mt_bench.max_pairs": 0})
+    for build in (normalize_settings, fetch_settings):
+        with pytest.raises(ParamError, match=r"sources.fastchat_mt_bench.max_pairs"):
+            build(bad)  # nothing exists under tmp_path: the error comes before any file is looked at
+    path = write_jsonl(tmp_path / "logs.jsonl", [arena_record("q1")])
+    params = repo_params(**{"sources.use": ["local", "chatdev"], "sources.local.path": str(path),
+                            "sources.local.format": "arena", "normalize.on_bad_record": "stop"})
+    settings = normalize_settings(params)
+    assert settings.on_bad_record == "stop"
+    assert [(u.source.name, u.settings, u.on_bad_record) for u in settings.sources] == [
+        ("local", local.Settings(path, "arena"), None), ("chatdev", Limit(None), "skip")]
+    # The settings alone drive the run: the params they came from no longer matter.
+    params["sources"]["local"]["path"] = str(tmp_path / "elsewhere.jsonl")
+    tables = normalize(replace(settings, sources=settings.sources[:1]), tmp_path / "raw")  # local only
+    assert tables.episodes["episode_id"].tolist() == ["local/q1"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import tiktoken
 import tiktoken.load
 
 from coordset import fetch
 from coordset.enrich.tokens import load_encoding
-from coordset.enrich.usage import enrich, enrich_settings
+from coordset.enrich.usage import enrich, enrich_settings, logged_usage_error
 from coordset.errors import CoordsetError
 from coordset.normalize import episode_frames, normalize
 from coordset.sources.episode import Agent, Episode, Message, Outcome
@@ -137,3 +138,28 @@ def test_a_logged_prompt_is_what_the_call_is_billed_for() -> None:
     assert calls.at["b", "billing"] == "logged_prompt"
     # a call without a logged prompt falls back to the shared history
     assert (calls.at["a", "billed_prompt_tokens"], calls.at["a", "billing"]) == (9, "shared_history")
+
+
+def test_logged_usage_error_known_answer() -> None:
+    """Relative error (ours - logged) / logged per call, on numbers worked out by hand."""
+    calls = pd.DataFrame({"episode_id": ["e"] * 5, "position": [1, 2, 3, 4, 5],
+                          "billed_prompt_tokens": [110, 80, 105, 150, 110],
+                          "completion_tokens": [50, 20, 7, 9, 11]})
+    # Position 0 is a user message (no call): its logged figures must not count. Completions logged as missing
+    # (positions 3, 5) or 0 (position 4: a call that failed) are left out, not counted as errors.
+    messages = pd.DataFrame({"episode_id": ["e"] * 6, "position": [0, 1, 2, 3, 4, 5],
+                             "logged_prompt_tokens": pd.array([999, 100, 100, 100, 100, 100], dtype="Int64"),
+                             "logged_completion_tokens": pd.array([999, 40, 25, None, 0, None], dtype="Int64")})
+    error = logged_usage_error(calls, messages)
+    assert error is not None
+    # prompt: errors +0.1, -0.2, +0.05, +0.5, +0.1 -> |e| sorted 0.05 0.1 0.1 0.2 0.5: median 0.1, and the
+    # 90th percentile (linear) at rank 3.6 is 0.2 + 0.6 * 0.3 = 0.38; signed sorted -0.2 .. 0.5: median 0.1.
+    assert error["prompt"] == {"calls": 5, "median_abs_relative_error": 0.1, "p90_abs_relative_error": 0.38,
+                               "median_relative_error": 0.1, "ours_tokens": 555, "logged_tokens": 500}
+    # completion: +0.25 and -0.2 -> |e| median 0.225, p90 0.2 + 0.9 * 0.05 = 0.245; signed median 0.025.
+    assert error["completion"] == {"calls": 2, "median_abs_relative_error": 0.225, "p90_abs_relative_error": 0.245,
+                                   "median_relative_error": 0.025, "ours_tokens": 70, "logged_tokens": 65}
+    # Nothing logged at all: no figure rather than a zero error.
+    none = messages.assign(logged_prompt_tokens=pd.array([None] * 6, dtype="Int64"),
+                           logged_completion_tokens=pd.array([None] * 6, dtype="Int64"))
+    assert logged_usage_error(calls, none) is None

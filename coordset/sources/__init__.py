@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordset.errors import ParamError
-from coordset.params import get
+from coordset.params import get, has, require_choice
 from coordset.sources import (
     chatbot_arena,
     chatdev,
@@ -20,7 +20,7 @@ from coordset.sources import (
     mt_bench_repro,
     who_when,
 )
-from coordset.sources.registry import Source
+from coordset.sources.registry import Source, SourceUse
 
 REGISTRY: dict[str, Source] = {m.SOURCE.name: m.SOURCE for m in (
     mt_bench_repro, who_when, llm_deliberation, chatdev, mad_debate, fastchat_mt_bench, chatbot_arena, local, debate,
@@ -38,3 +38,15 @@ def sources_in_use(params: dict[str, Any]) -> list[Source]:
     if len(set(used)) != len(used):
         raise ParamError("sources.use", f"lists a source twice: {used}")
     return [REGISTRY[name] for name in used]
+
+
+def source_use(source: Source, params: dict[str, Any]) -> SourceUse:
+    """``source`` with its params checked into its settings, and its own bad-record policy if it sets one."""
+    key = f"sources.{source.name}.on_bad_record"  # ChatDev: known-unparseable upstream logs are skipped
+    policy = require_choice(params, key, ("stop", "skip")) if has(params, key) else None
+    return SourceUse(source, source.settings(params), policy)
+
+
+def sources_settings(params: dict[str, Any]) -> tuple[SourceUse, ...]:
+    """Every source ``sources.use`` names, with its checked settings: built once, before any file is read."""
+    return tuple(source_use(source, params) for source in sources_in_use(params))

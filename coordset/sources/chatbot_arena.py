@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-from coordset.params import require_str
 from coordset.records import SkipLog
 from coordset.sources.arena import read_arena
 from coordset.sources.hub import fetch_chatbot_arena
-from coordset.sources.registry import Source, SourceData
+from coordset.sources.registry import HubRevision, Source, SourceData, hub_revision
 
 NAME = "chatbot_arena"
 
 
-def fetch(out_dir: Path, params: dict[str, Any]) -> None:
-    fetch_chatbot_arena(out_dir, repo_id=require_str(params, f"sources.{NAME}.repo_id"),
-                        revision=require_str(params, f"sources.{NAME}.revision"))
+def fetch(out_dir: Path, settings: HubRevision) -> None:
+    fetch_chatbot_arena(out_dir, repo_id=settings.repo_id, revision=settings.revision)
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
+def read(raw: Path, settings: HubRevision, skips: SkipLog) -> SourceData:
     return read_arena(raw, NAME, skips)
 
 
@@ -28,6 +26,7 @@ SOURCE = Source(
     title="Chatbot Arena conversations with pairwise human votes (33K, April-June 2023)",
     licence="CC-BY-4.0 (user prompts) and CC-BY-NC-4.0 (model outputs)",
     homepage="https://huggingface.co/datasets/lmsys/chatbot_arena_conversations",
+    settings=partial(hub_revision, source=NAME),
     fetch=fetch,
     read=read,
     billing="own_thread",

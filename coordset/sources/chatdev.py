@@ -75,13 +75,13 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from coordset.errors import CoordsetError
 from coordset.records import BadRecord, SkipLog
 from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
-from coordset.sources.registry import Source, SourceData, max_episodes
+from coordset.sources.registry import Limit, Source, SourceData, limit
 
 NAME = "chatdev"
 WAREHOUSE = "WareHouse"
@@ -484,17 +484,17 @@ def read_project(raw_dir: Path, folder: Path, skips: SkipLog) -> list[Episode]:
     return [_episode(folder.name, log, parsed[log]) for log in logs if log in parsed]
 
 
-def read(raw_dir: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    limit = max_episodes(params, NAME)
+def read(raw_dir: Path, settings: Limit, skips: SkipLog) -> SourceData:
+    most = settings.max_episodes
     warehouse = raw_dir / WAREHOUSE
     if not warehouse.is_dir():
         raise CoordsetError(f"{warehouse}: no WareHouse folder; fetch the chatdev source first")
     episodes: list[Episode] = []
     for folder in sorted(p for p in warehouse.iterdir() if p.is_dir()):
-        if limit is not None and len(episodes) >= limit:
+        if most is not None and len(episodes) >= most:
             break
         episodes += read_project(raw_dir, folder, skips)
-    return SourceData(episodes[:limit] if limit is not None else episodes)
+    return SourceData(episodes[:most] if most is not None else episodes)
 
 
 SOURCE = Source(
@@ -504,6 +504,7 @@ SOURCE = Source(
     hf_license="apache-2.0",
     homepage="https://github.com/OpenBMB/ChatDev",
     base_url="https://raw.githubusercontent.com/OpenBMB/ChatDev/31fd994416a251ecdeb1f0a73c329271743bfb56/",
+    settings=partial(limit, source=NAME),
     read=read,
     billing="logged_prompt",
     turn="a ChatDev phase step: one (phase chat, turn N) exchange between the phase's two roles; each reply is one "

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from coordset.errors import CoordsetError
-from coordset.params import require_str
 from coordset.records import BadRecord, SkipLog
 from coordset.sources import local_mallm
-from coordset.sources.local_files import file_key, read_records, record_files
-from coordset.sources.registry import Source, SourceData, max_episodes
+from coordset.sources.episode import Episode
+from coordset.sources.local_files import Record, file_key, read_records, record_files
+from coordset.sources.registry import HubRevision, Source, SourceData, add_episodes, hub_revision, max_episodes
 
 NAME = "debate"
 DEBATE_FILES = ["*.json", "*.jsonl", "*.parquet"]  # the records; not the README or .gitattributes
@@ -61,31 +61,35 @@ def fetch_debate(out_dir: Path, *, repo_id: str, revision: str) -> str:
     return sha
 
 
-def fetch(out_dir: Path, params: dict[str, Any]) -> None:
-    fetch_debate(out_dir, repo_id=require_str(params, f"sources.{NAME}.repo_id"),
-                 revision=require_str(params, f"sources.{NAME}.revision"))
+@dataclass(frozen=True)
+class Settings:
+    hub: HubRevision
+    max_episodes: int | None = None
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    limit = max_episodes(params, NAME)
+def source_settings(params: dict[str, Any]) -> Settings:
+    return Settings(hub_revision(params, NAME), max_episodes(params, NAME))
+
+
+def fetch(out_dir: Path, settings: Settings) -> None:
+    fetch_debate(out_dir, repo_id=settings.hub.repo_id, revision=settings.hub.revision)
+
+
+def _episode(ref: Record, record: dict[str, Any]) -> Episode:
+    episode = local_mallm.episode(ref, record, NAME, f"{NAME}/{ref.file_key}/{record.get('exampleId')}", language="en")
+    return replace(episode, subset=ref.file_key)  # the file is the debate configuration
+
+
+def read(raw: Path, settings: Settings, skips: SkipLog) -> SourceData:
     data = SourceData()
     if not raw.is_dir():
         skips.handle(NAME, BadRecord(str(raw), f"no downloaded files: run the fetch stage with network access. "
-                                               f"{_advice(require_str(params, f'sources.{NAME}.repo_id'))}",
-                                     "missing_file"))
+                                               f"{_advice(settings.hub.repo_id)}", "missing_file"))
         return data
     for path in record_files(raw):
-        for ref in read_records(path, file_key(raw, path)):
-            if limit is not None and len(data.episodes) >= limit:
-                return data
-            try:
-                if isinstance(ref.data, BadRecord):
-                    raise ref.data
-                ep = local_mallm.episode(ref, ref.data, NAME, f"{NAME}/{ref.file_key}/{ref.data.get('exampleId')}",
-                                         language="en")
-                data.episodes.append(replace(ep, subset=ref.file_key))
-            except BadRecord as exc:
-                skips.handle(NAME, exc)
+        if not add_episodes(data, read_records(path, file_key(raw, path)), _episode, NAME, skips,
+                            settings.max_episodes):
+            break
     return data
 
 
@@ -96,6 +100,7 @@ SOURCE = Source(
     licence="Apache-2.0",
     hf_license="apache-2.0",
     homepage="https://huggingface.co/datasets/Multi-Agent-LLMs/DEBATE",
+    settings=source_settings,
     fetch=fetch,
     read=read,
     billing="logged_prompt",

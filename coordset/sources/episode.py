@@ -18,8 +18,11 @@ episodes out as the ``episodes``, ``messages``, ``outcomes`` and ``turn_events``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from coordset.records import BadRecord
 from schemas.normalized import OUTCOME_SOURCES, ROLES  # noqa: F401  (the allowed values live with the schema)
 
 
@@ -82,3 +85,28 @@ class Episode:
     # whether its agents answered in parallel; None means the source's own ``billing`` / ``parallel``.
     billing: str | None = None
     parallel: bool | None = None
+
+
+# (entry, where) -> (speaker, role, text) of one logged history entry; raises BadRecord naming ``where``.
+EntryReader = Callable[[dict[str, Any], str], tuple[str, str, str]]
+
+
+def history_messages(history: list[Any], where: str, key: str,
+                     read_entry: EntryReader) -> tuple[list[Message], list[str]]:
+    """One message per entry of a logged history, in order and with nothing added, and the agents.
+
+    Turn = position + 1 (each entry is its own step), so a label that indexes the history (Who&When's
+    ``mistake_step``) is a message position. Agents are the speakers with role ``agent``, in order of first
+    appearance. An entry is named ``<where>, <key>[<index>]`` in errors.
+    """
+    messages: list[Message] = []
+    agents: list[str] = []
+    for index, entry in enumerate(history):
+        here = f"{where}, {key}[{index}]"
+        if not isinstance(entry, dict):
+            raise BadRecord(here, f"expected an object, got {type(entry).__name__}", "wrong_type")
+        speaker, role, text = read_entry(entry, here)
+        if role == "agent" and speaker not in agents:
+            agents.append(speaker)
+        messages.append(Message(speaker, role, text, index + 1))
+    return messages, agents

@@ -6,6 +6,7 @@ for benchmarks. ``models`` restricts the answer sets, ``max_pairs`` the number o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +20,35 @@ NAME = "fastchat_mt_bench"
 DATA_DIR = "fastchat/llm_judge/data/mt_bench"
 
 
-def _pairs(models: list[str], params: dict[str, Any]) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class Settings:
+    models: tuple[str, ...] = ()  # empty: every published answer set
+    max_pairs: int | None = None  # None: every pair of models
+
+
+def source_settings(params: dict[str, Any]) -> Settings:
     wanted = get(params, f"sources.{NAME}.models") or []
     if not isinstance(wanted, list):
         raise ParamError(f"sources.{NAME}.models", "must be a list of model names (empty: all)")
-    unknown = sorted(set(wanted) - set(models))
+    max_pairs = get(params, f"sources.{NAME}.max_pairs")
+    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1):
+        raise ParamError(f"sources.{NAME}.max_pairs", f"must be null or >= 1, got {max_pairs!r}")
+    return Settings(tuple(wanted), max_pairs)
+
+
+def _pairs(models: list[str], settings: Settings) -> list[tuple[str, str]]:
+    unknown = sorted(set(settings.models) - set(models))
     if unknown:
         raise ParamError(f"sources.{NAME}.models", f"names models with no answers: {unknown}")
-    pairs = mtb.all_pairs(wanted or models)
-    max_pairs = get(params, f"sources.{NAME}.max_pairs")
-    if max_pairs is not None:
-        if isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 1:
-            raise ParamError(f"sources.{NAME}.max_pairs", f"must be null or >= 1, got {max_pairs!r}")
-        pairs = pairs[:max_pairs]
-    return pairs
+    pairs = mtb.all_pairs(list(settings.models) or models)
+    return pairs[:settings.max_pairs] if settings.max_pairs is not None else pairs
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
+def read(raw: Path, settings: Settings, skips: SkipLog) -> SourceData:
     base = raw / DATA_DIR
     questions = mtb.read_questions(base / "question.jsonl", skips, NAME)
     answers = mtb.read_answers(sorted((base / "model_answer").glob("*.jsonl")), skips, NAME)
-    return SourceData(mtb.parallel_episodes(NAME, "en", questions, answers, _pairs(list(answers), params), skips))
+    return SourceData(mtb.parallel_episodes(NAME, "en", questions, answers, _pairs(list(answers), settings), skips))
 
 
 SOURCE = Source(
@@ -49,6 +58,7 @@ SOURCE = Source(
     hf_license="apache-2.0",
     homepage="https://github.com/lm-sys/FastChat",
     base_url="https://raw.githubusercontent.com/enricai/FastChat/edacaa5bd955893e72a7e6f0899d8301fd5ae492/",
+    settings=source_settings,
     read=read,
     billing="own_thread",
     parallel=True,

@@ -534,24 +534,29 @@ def _archive_episode(zf: zipfile.ZipFile, entry: str, names: set[str], where: st
 
 # ---------------------------------------------------------------- the reader
 
-def _params(params: dict[str, Any]) -> tuple[int | None, bool]:
+@dataclass(frozen=True)
+class Settings:
+    max_episodes: int | None = None
+    archives: bool = False  # also the old-schema runs in logs/*.zip
+
+
+def source_settings(params: dict[str, Any]) -> Settings:
     key = f"sources.{NAME}"
     node = get(params, key)
     if not isinstance(node, dict):
         raise ParamError(key, "must be a mapping")
-    limit = max_episodes(params, NAME)
     archives = require_bool(params, f"{key}.archives") if "archives" in node else False
-    return limit, archives
+    return Settings(max_episodes(params, NAME), archives)
 
 
-def pinned_files(pins: dict[str, str], params: dict[str, Any]) -> dict[str, str]:
+def choose_files(pins: dict[str, str], settings: Settings) -> dict[str, str]:
     """The old-schema archives only when ``archives`` is on."""
-    _, archives = _params(params)
-    return {p: h for p, h in pins.items() if archives or not (p.startswith(f"{LOGS}/") and p.endswith(".zip"))}
+    return {p: h for p, h in pins.items()
+            if settings.archives or not (p.startswith(f"{LOGS}/") and p.endswith(".zip"))}
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    limit, archives = _params(params)
+def read(raw: Path, settings: Settings, skips: SkipLog) -> SourceData:
+    limit, archives = settings.max_episodes, settings.archives
     games = Games(raw)
     folders = Folders(raw, games)
     episodes: list[Episode] = []
@@ -584,7 +589,8 @@ SOURCE = Source(
     hf_license="mit",
     homepage="https://github.com/S-Abdelnabi/LLM-Deliberation",
     base_url="https://raw.githubusercontent.com/S-Abdelnabi/LLM-Deliberation/78e11e04ba89b9d888cb006f57bad696584a32f1/",
-    pinned_files=pinned_files,
+    settings=source_settings,
+    choose_files=choose_files,
     read=read,
     success_outcomes=("pass",),
     billing="logged_prompt",

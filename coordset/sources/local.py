@@ -22,7 +22,8 @@ file's own (``success`` counts as coordination success).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +34,27 @@ from coordset.sources.arena_records import arena_conversation
 from coordset.sources.episode import Episode
 from coordset.sources.local_files import Record, detect_format, file_key, read_records, record_files
 from coordset.sources.parallel import parallel_episode
-from coordset.sources.registry import Source, SourceData
+from coordset.sources.registry import Source, SourceData, add_episodes
 
 NAME = "local"
 FORMATS = ("auto", "arena", "n_speaker", "autogen", "mallm")
 
 
-def location(params: dict[str, Any]) -> Path:
-    return Path(require_str(params, f"sources.{NAME}.path"))
+@dataclass(frozen=True)
+class Settings:
+    path: Path  # a file, or a folder of record files
+    format: str = "auto"  # one of FORMATS
 
 
-def local_format(params: dict[str, Any]) -> str:
-    """``sources.local.format`` (``auto`` when the key is absent, as in params files older than it)."""
+def source_settings(params: dict[str, Any]) -> Settings:
+    """``sources.local.path`` and ``.format`` (``auto`` when the key is absent, as in params files older than it)."""
     key = f"sources.{NAME}.format"
-    return require_choice(params, key, FORMATS) if has(params, key) else "auto"
+    return Settings(Path(require_str(params, f"sources.{NAME}.path")),
+                    require_choice(params, key, FORMATS) if has(params, key) else "auto")
+
+
+def location(settings: Settings) -> Path:
+    return settings.path
 
 
 def _episode(fmt: str, ref: Record, record: dict[str, Any]) -> Episode:
@@ -62,8 +70,8 @@ def _episode(fmt: str, ref: Record, record: dict[str, Any]) -> Episode:
     return replace(episode, billing="logged_prompt", parallel=False)
 
 
-def read(path: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    fmt = local_format(params)
+def read(path: Path, settings: Settings, skips: SkipLog) -> SourceData:
+    fmt = settings.format
     data = SourceData()
     if not path.exists():
         skips.handle(NAME, BadRecord(str(path), "file not found", "missing_file"))
@@ -75,13 +83,7 @@ def read(path: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
         except BadRecord as exc:
             skips.handle(NAME, exc)  # the whole file: stop, or skip it and count it once
             continue
-        for ref in records:
-            try:
-                if isinstance(ref.data, BadRecord):
-                    raise ref.data
-                data.episodes.append(_episode(file_format or fmt, ref, ref.data))
-            except BadRecord as exc:
-                skips.handle(NAME, exc)
+        add_episodes(data, records, partial(_episode, file_format or fmt), NAME, skips)
     return data
 
 
@@ -91,6 +93,7 @@ SOURCE = Source(
           "histories or MALLM discussions",
     licence="the researcher's own",
     homepage="data/local/README.md",
+    settings=source_settings,
     location=location,
     read=read,
     billing="own_thread",  # arena records; conversations among agents say otherwise per episode

@@ -30,10 +30,10 @@ import json
 from typing import Any
 
 from coordset.records import BadRecord, sha256_text
-from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
+from coordset.sources.episode import Agent, Episode, Outcome, history_messages
 from coordset.sources.local_files import Record
 from coordset.sources.local_nspeaker import NO_OUTCOME, parse_outcome
-from coordset.sources.who_when import TOOLS, USERS, _mistake_step, _models, _speaker
+from coordset.sources.who_when import TOOLS, USERS, _models, _speaker, human_labels
 
 ID_KEYS = ("id", "question_ID", "question_id", "task_id")
 TASK_KEYS = ("question", "task")
@@ -119,24 +119,6 @@ def _task_text(record: dict[str, Any], where: str) -> str | None:
     return None
 
 
-def _human_labels(record: dict[str, Any], where: str, agents: list[str],
-                  n: int) -> tuple[Outcome, tuple[TurnEvent, ...]]:
-    """Who&When's annotation: the agent and step that caused the failure."""
-    step = _mistake_step(record, n, where)
-    labelled = record.get("mistake_agent")
-    if not isinstance(labelled, str):
-        raise BadRecord(f"{where}, field 'mistake_agent'", "mistake_agent must be a string", "missing_field")
-    by_folded = {a.casefold(): a for a in agents}  # typed by people: "Websurfer" is the speaker "WebSurfer"
-    if labelled.strip().casefold() not in by_folded:
-        raise BadRecord(f"{where}, field 'mistake_agent'", f"mistake_agent {labelled!r} is not an agent of this "
-                        f"log (agents: {agents})", "mistake_agent_not_speaker")
-    agent = by_folded[labelled.strip().casefold()]
-    reason = record.get("mistake_reason")
-    reason = reason if isinstance(reason, str) else None
-    return (Outcome("failure", "human_annotation", mistake_agent=agent, mistake_step=step, mistake_reason=reason),
-            (TurnEvent("decisive_error", turn=step + 1, position=step, agent=agent, detail=reason),))
-
-
 def episode(ref: Record, record: dict[str, Any], source: str) -> Episode:
     """One AG2-style history as an episode; raises BadRecord naming the file, line and field."""
     where = ref.where
@@ -147,16 +129,7 @@ def episode(ref: Record, record: dict[str, Any], source: str) -> Episode:
                         f"{type(history).__name__}", "missing_field" if history is None else "wrong_type")
     if not history:
         raise BadRecord(f"{where}, field '{key}'", "empty conversation: no message", "empty_conversation")
-    messages: list[Message] = []
-    agents: list[str] = []
-    for index, entry in enumerate(history):
-        here = f"{where}, {key}[{index}]"
-        if not isinstance(entry, dict):
-            raise BadRecord(here, f"expected an object, got {type(entry).__name__}", "wrong_type")
-        speaker, role, text = speaker_role(entry, here)
-        if role == "agent" and speaker not in agents:
-            agents.append(speaker)
-        messages.append(Message(speaker, role, text, index + 1))
+    messages, agents = history_messages(history, where, key, speaker_role)
     clash = {m.speaker for m in messages if m.role != "agent"} & set(agents)
     if clash:
         raise BadRecord(where, f"{sorted(clash)} speak both as agents and as user or tool", "unknown_speaker")
@@ -165,7 +138,7 @@ def episode(ref: Record, record: dict[str, Any], source: str) -> Episode:
     if record.get("outcome") is not None:
         outcome, events = parse_outcome(record["outcome"], where, agents, len(messages), 0), ()
     elif "mistake_agent" in record or "mistake_step" in record:
-        outcome, events = _human_labels(record, where, agents, len(messages))
+        outcome, events = human_labels(record, where, agents, len(messages), reason_required=False)
     else:
         outcome, events = Outcome("unknown", "none", unknown_reason=NO_OUTCOME), ()
     task_id, task = _task_id(record, where), _task_text(record, where)

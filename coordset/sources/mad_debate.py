@@ -41,12 +41,13 @@ import ast
 import json
 import re
 import unicodedata
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from coordset.records import BadRecord, SkipLog, numeric_order
 from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
-from coordset.sources.registry import Source, SourceData, episodes_from_json_files, max_episodes
+from coordset.sources.registry import Limit, Source, SourceData, episodes_from_json_files, limit
 
 NAME = "mad_debate"
 DEBATES = "data/CommonMT/Lexical_Ambiguity/MAD_Debate_Process"
@@ -209,9 +210,9 @@ def episode_from_record(record: dict[str, Any], rel: str) -> Episode:
     )
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
+def read(raw: Path, settings: Limit, skips: SkipLog) -> SourceData:
     files = [(path, episode_from_record) for path in _files(raw)]
-    return episodes_from_json_files(files, raw, NAME, max_episodes(params, NAME), skips)
+    return episodes_from_json_files(files, raw, NAME, settings.max_episodes, skips)
 
 
 SOURCE = Source(
@@ -222,6 +223,7 @@ SOURCE = Source(
     hf_license="gpl-3.0",
     homepage="https://github.com/Skytliang/Multi-Agents-Debate",
     base_url="https://raw.githubusercontent.com/Skytliang/Multi-Agents-Debate/022a7a8eecda85844d336e9064cc556edb0445b3/",
+    settings=partial(limit, source=NAME),
     read=read,
     success_outcomes=("correct",),
     billing="shared_history",

@@ -7,6 +7,7 @@ full conversation; the verdicts and 1-10 grades are imported as they are.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,18 @@ from coordset.sources.registry import Source, SourceData
 NAME = "mt_bench_repro"
 
 
-def _language(params: dict[str, Any]) -> str:
-    return require_str(params, f"sources.{NAME}.language")
+@dataclass(frozen=True)
+class Settings:
+    language: str  # the split: en, or ko (pinned upstream, not mirrored)
 
 
-def pinned_files(pins: dict[str, str], params: dict[str, Any]) -> dict[str, str]:
+def source_settings(params: dict[str, Any]) -> Settings:
+    return Settings(require_str(params, f"sources.{NAME}.language"))
+
+
+def choose_files(pins: dict[str, str], settings: Settings) -> dict[str, str]:
     """Only the chosen language split (and the top-level files such as the licence)."""
-    language = _language(params)
+    language = settings.language
     prefix = f"data/{language}/"
     chosen = {p: h for p, h in pins.items() if p.startswith(prefix) or "/" not in p}
     if not any(p.startswith(prefix) for p in chosen):
@@ -34,8 +40,8 @@ def pinned_files(pins: dict[str, str], params: dict[str, Any]) -> dict[str, str]
     return chosen
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
-    language = _language(params)
+def read(raw: Path, settings: Settings, skips: SkipLog) -> SourceData:
+    language = settings.language
     base = raw / "data" / language
     questions = mtb.read_questions(base / "questions.jsonl", skips, NAME)
     answers = mtb.read_answers(sorted((base / "answers").glob("*.jsonl")), skips, NAME)
@@ -58,7 +64,8 @@ SOURCE = Source(
     hf_license="apache-2.0",
     homepage="https://github.com/kook222/mt_bench_repro",
     base_url="https://raw.githubusercontent.com/kook222/mt_bench_repro/b3b827d39249feebeb859ddc1cb41a24ff2b92fe/",
-    pinned_files=pinned_files,
+    settings=source_settings,
+    choose_files=choose_files,
     read=read,
     billing="own_thread",
     parallel=True,

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from coordset.records import BadRecord, SkipLog, numeric_order
-from coordset.sources.episode import Agent, Episode, Message, Outcome, TurnEvent
-from coordset.sources.registry import Source, SourceData, episodes_from_json_files, max_episodes
+from coordset.sources.episode import Agent, Episode, Outcome, TurnEvent, history_messages
+from coordset.sources.registry import Limit, Source, SourceData, episodes_from_json_files, limit
 
 NAME = "who_when"
 ROOT = "Who&When"
@@ -106,6 +106,36 @@ def _mistake_step(record: dict[str, Any], n: int, where: str) -> int:
     return step
 
 
+def human_labels(record: dict[str, Any], where: str, agents: list[str], n: int, *,
+                 reason_required: bool = True) -> tuple[Outcome, tuple[TurnEvent, ...]]:
+    """The annotators' failure attribution: ``failure`` with the agent and step at fault, and its event.
+
+    ``mistake_agent`` was typed by people: it matches a speaker case-insensitively ("Websurfer" is the
+    speaker "WebSurfer"). ``reason_required=False`` (AutoGen-style files of the ``local`` source) keeps a
+    missing or non-string ``mistake_reason`` as None.
+    """
+    step = _mistake_step(record, n, where)
+    labelled = _field(record, "mistake_agent", str, where).strip()
+    by_folded = {a.casefold(): a for a in agents}
+    if labelled.casefold() not in by_folded:
+        raise BadRecord(f"{where}, field 'mistake_agent'", f"mistake_agent {labelled!r} is not an agent of this log "
+                        f"(agents: {agents})", "mistake_agent_not_speaker")
+    agent = by_folded[labelled.casefold()]
+    if reason_required:
+        reason: str | None = _field(record, "mistake_reason", str, where)
+    else:
+        reason = record["mistake_reason"] if isinstance(record.get("mistake_reason"), str) else None
+    return (Outcome("failure", "human_annotation", mistake_agent=agent, mistake_step=step, mistake_reason=reason),
+            (TurnEvent("decisive_error", turn=step + 1, position=step, agent=agent, detail=reason),))
+
+
+def _entry(entry: dict[str, Any], where: str, speaker_key: str) -> tuple[str, str, str]:
+    raw_speaker = _field(entry, speaker_key, str, where).strip()
+    if not raw_speaker:
+        raise BadRecord(f"{where}, field '{speaker_key}'", "empty speaker", "missing_speaker")
+    return _speaker(raw_speaker, _field(entry, "content", str, where))
+
+
 def episode_from_record(record: dict[str, Any], rel: str, subset: str, speaker_key: str) -> Episode:
     """One log file as an episode; raises BadRecord naming the file and field when it cannot be one."""
     history = _field(record, "history", list, rel)
@@ -114,45 +144,22 @@ def episode_from_record(record: dict[str, Any], rel: str, subset: str, speaker_k
     question_id = _field(record, "question_ID", str, rel)
     if not question_id.strip():
         raise BadRecord(f"{rel}, field 'question_ID'", "empty question_ID", "missing_field")
-    messages: list[Message] = []
-    agents: list[str] = []
-    for i, entry in enumerate(history):
-        where = f"{rel}, history[{i}]"
-        if not isinstance(entry, dict):
-            raise BadRecord(where, f"expected an object, got {type(entry).__name__}", "wrong_type")
-        raw_speaker = _field(entry, speaker_key, str, where).strip()
-        if not raw_speaker:
-            raise BadRecord(f"{where}, field '{speaker_key}'", "empty speaker", "missing_speaker")
-        speaker, role, text = _speaker(raw_speaker, _field(entry, "content", str, where))
-        if role == "agent" and speaker not in agents:
-            agents.append(speaker)
-        messages.append(Message(speaker=speaker, role=role, text=text, turn=i + 1))
-    step = _mistake_step(record, len(history), rel)
-    labelled = _field(record, "mistake_agent", str, rel).strip()
-    # The labels were typed by people: match case-insensitively ("Websurfer" is the speaker "WebSurfer").
-    by_folded = {a.casefold(): a for a in agents}
-    if labelled.casefold() not in by_folded:
-        raise BadRecord(f"{rel}, field 'mistake_agent'", f"mistake_agent {labelled!r} is not an agent of this log "
-                        f"(agents: {agents})", "mistake_agent_not_speaker")
-    mistake_agent = by_folded[labelled.casefold()]
-    reason = _field(record, "mistake_reason", str, rel)
+    messages, agents = history_messages(history, rel, "history", partial(_entry, speaker_key=speaker_key))
+    outcome, events = human_labels(record, rel, agents, len(history))
     models = _models([m.text for m in messages]) if subset == "hand_crafted" else {}
     level = record.get("level")
     episode_no = Path(rel).stem
     return Episode(
         episode_id=f"{NAME}/{subset}/{episode_no}", source=NAME, group_id=question_id,
-        agents=tuple(Agent(a, models.get(a)) for a in agents), messages=tuple(messages),
-        outcome=Outcome("failure", "human_annotation", mistake_agent=mistake_agent, mistake_step=step,
-                        mistake_reason=reason),
-        category=None if level is None else str(level), subset=subset, language="en",
-        events=(TurnEvent("decisive_error", turn=step + 1, position=step, agent=mistake_agent, detail=reason),),
+        agents=tuple(Agent(a, models.get(a)) for a in agents), messages=tuple(messages), outcome=outcome,
+        category=None if level is None else str(level), subset=subset, language="en", events=events,
     )
 
 
-def read(raw: Path, params: dict[str, Any], skips: SkipLog) -> SourceData:
+def read(raw: Path, settings: Limit, skips: SkipLog) -> SourceData:
     files = [(path, partial(episode_from_record, subset=subset, speaker_key=speaker_key))
              for folder, subset, speaker_key in SUBSETS for path in _files(raw, folder)]
-    return episodes_from_json_files(files, raw, NAME, max_episodes(params, NAME), skips)
+    return episodes_from_json_files(files, raw, NAME, settings.max_episodes, skips)
 
 
 SOURCE = Source(
@@ -164,6 +171,7 @@ SOURCE = Source(
     homepage="https://github.com/mingyin1/Agents_Failure_Attribution",
     base_url="https://raw.githubusercontent.com/mingyin1/Agents_Failure_Attribution/"
              "3d9d568840f004b389638f97adf3e0ab8b5a9514/",
+    settings=partial(limit, source=NAME),
     read=read,
     billing="shared_history",
     native_labels=("mistake_agent", "mistake_step"),
