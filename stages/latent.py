@@ -25,7 +25,7 @@ def main() -> None:
     atomic.write_bytes(MODEL, built.model_pt)
     atomic.write_json("metrics/latent.json", built.metrics)
     atomic.write_text("metrics/latent_loss.csv", built.loss.to_csv(index=False))
-    atomic.write_text("metrics/latent_rank.csv", built.rank_row.to_csv(index=False))
+    atomic.write_text("metrics/latent_rank.csv", built.rank_rows.to_csv(index=False))
     atomic.write_text(DEAL_CURVE, built.deal_curve.to_csv(index=False))
 
 

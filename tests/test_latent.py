@@ -23,6 +23,7 @@ from coordset.latent import (
     check_rank,
     latent_settings,
     split_groups,
+    validation_groups,
 )
 from coordset.latent.evaluation import fit_fold
 from coordset.latent.metrics import mse, no_memory_same_rank, pca_baseline
@@ -188,6 +189,45 @@ def test_without_memory_the_model_is_exactly_the_ridge() -> None:
     np.testing.assert_allclose(nxt, fit.ridge_next, atol=1e-5)
 
 
+def test_epochs_are_chosen_on_validation_groups_the_ridge_and_pca_never_saw_then_refit_on_all() -> None:
+    seq, groups = _memory_sequences(n_episodes=80)
+    held = np.arange(80) >= 64
+    settings = _settings(epochs=4, patience=4, learning_rate=1e-4)
+    fit = fit_fold(seq, groups, held, settings, {"s": 0}, progress=False, desc="test")
+    assert fit.validation is not None
+    val = validation_groups(groups[fit.train_eps], seq.sources[fit.train_eps], 0.2, settings.seed)
+    fit_eps = np.array([e for e in fit.train_eps if groups[e] not in val])
+    assert 0 < len(fit_eps) < len(fit.train_eps)
+
+    def mean_of(eps: np.ndarray) -> np.ndarray:
+        return seq.embeddings[seq.rows_of(eps)].astype(np.float64).mean(axis=0)
+    # The validation pass starts (PCA, standardization) from the training groups minus the validation groups ...
+    np.testing.assert_allclose(fit.validation.model.center.numpy(), mean_of(fit_eps), atol=1e-6)
+    assert not np.allclose(mean_of(fit_eps), mean_of(fit.train_eps), atol=1e-4)
+    assert [r["epoch"] for r in fit.validation.history][0] == 0  # the initial cell is a candidate
+    # ... and the fold's model is retrained on all of them for exactly the epochs that pass chose.
+    np.testing.assert_allclose(fit.model.center.numpy(), mean_of(fit.train_eps), atol=1e-6)
+    assert fit.fit.best_epoch == fit.validation.best_epoch
+    assert [r["epoch"] for r in fit.fit.history] == list(range(1, fit.validation.best_epoch + 1))
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_episodes_that_all_repeat_one_conversation_train_without_nan(steps: int) -> None:
+    # The ridge predicts every training pair exactly, so its error (the next-step loss's unit) is 0: dividing by
+    # it made the loss NaN and the read-outs' least squares fail ("SVD did not converge").
+    rng = np.random.default_rng(0)
+    n = 20
+    emb = np.tile(rng.normal(size=(steps, 8)).astype(np.float32), (n, 1, 1))
+    seq = Sequences.from_padded([f"e{i:02d}" for i in range(n)], emb, np.tile(np.arange(steps) % 2 + 2, (n, 1)),
+                                np.ones((n, steps), bool), [[(t + 1, t) for t in range(steps)]] * n,
+                                sources=["s"] * n)
+    groups = np.array([f"g{i // 2}" for i in range(n)], dtype=object)
+    fit = fit_fold(seq, groups, np.arange(n) >= 16, _settings(rank=2, cell="gru", epochs=2), {"s": 0},
+                   progress=False, desc="test")
+    assert np.isfinite(fit.states).all() and np.isfinite(fit.next_pred).all()
+    assert all(np.isfinite(r["validation_loss"]) for r in fit.validation.history)
+
+
 @pytest.mark.parametrize("cell", ["gru", "linear"])
 def test_training_is_deterministic_to_the_byte(cell: str) -> None:
     seq, groups = _memory_sequences(n_episodes=40)
@@ -301,9 +341,15 @@ def test_stage_outputs_shapes_split_and_identical_bytes_on_rerun(
     assert 0 <= metrics["probe_accuracy_all_episodes"] <= 1
     loss = pd.read_csv(tmp_path / "metrics/latent_loss.csv")
     assert list(loss.columns) == ["epoch", "train_loss", "validation_loss", "validation_reconstruction",
-                                  "validation_next"]
+                                  "validation_next", "refit_train_loss"]
     assert loss["epoch"].tolist() == [0, 1, 2, 3]  # epoch 0: the initial cell, a candidate for early stopping
-    assert metrics["best_epoch"] in loss["epoch"].tolist()
+    best = metrics["best_epoch"]
+    assert best in loss["epoch"].tolist()
+    # The refit on all training groups trains exactly the epochs its validation pass chose.
+    assert loss["refit_train_loss"].notna().tolist() == [0 < e <= best for e in loss["epoch"]]
+    evaluation = metrics["evaluation"]
+    assert evaluation["best_epochs"][0] == best and len(evaluation["validation_loss_gains"]) == 5
+    assert evaluation["published_cell_improved_on_initialisation"] == (best > 0)
     local = metrics["by_source"]["local"]
     assert local["groups"] == 10  # cross-fitted: every question held out once
     assert local["episodes"] == 60
@@ -314,9 +360,14 @@ def test_stage_outputs_shapes_split_and_identical_bytes_on_rerun(
         assert lo <= hi and comparison["win"] == (lo > 0 if comparison["better"] == "higher" else hi < 0)
     assert set(local["next_message"]["by_position"]) == {"agent_after_agent", "agent_after_user",
                                                          "user_after_agent"}
-    rank_row = pd.read_csv(tmp_path / "metrics/latent_rank.csv")
-    assert rank_row.to_dict("records") == [{"rank": 4, "explained_variance": metrics["explained_variance"],
-                                            "pca_explained_variance": metrics["pca_explained_variance"]}]
+    rank_rows = pd.read_csv(tmp_path / "metrics/latent_rank.csv")  # one row per source, read from by_source
+    ev = local["reconstruction"]["explained_variance_vs_pca"]
+    assert rank_rows.to_dict("records") == [{
+        "source": "local", "rank": 4, "explained_variance": ev["model"], "pca_explained_variance": ev["baseline"],
+        "explained_variance_share_of_pca": local["reconstruction"]["share_of_pca_explained_variance"],
+        "next_message_error": local["next_message"]["vs_memoryless_ridge"]["model"],
+        "memoryless_ridge_error": local["next_message"]["vs_memoryless_ridge"]["baseline"],
+        "next_message_gain_over_ridge": local["next_message"]["relative_gain_over_ridge"]}]
     saved = torch.load(tmp_path / "models/latent_model.pt", weights_only=True)
     assert saved["settings"]["rank"] == 4 and saved["embedding_dim"] == DIM
     assert set(saved["ridge"]) == {"local"}

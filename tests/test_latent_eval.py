@@ -20,6 +20,7 @@ from coordset.latent.evaluation import (
     probe_winner,
     resample_weights,
 )
+from coordset.latent.metrics import winner_probe
 from coordset.latent.probes import classify, conditional_logit
 
 # --- the bootstrap ------------------------------------------------------------------------------------------
@@ -174,3 +175,15 @@ def test_the_conditional_logit_prefers_the_marked_candidate_and_classify_handles
         x[2, 0] += 6.0
     assert all(int(np.argmax(s)) == 2 for s in conditional_logit(train, choice, test))
     assert classify(np.zeros((3, 2)), np.array(["pass"] * 3, dtype=object), np.zeros((2, 2))).tolist() == ["pass"] * 2
+
+
+def test_the_top_level_winner_probe_survives_a_training_fold_with_one_outcome() -> None:
+    # Two outcomes overall, but holding out question q0 (the only "agent_1" one) leaves a single class to fit.
+    rng = np.random.default_rng(0)
+    questions = np.repeat(np.array(["q0", "q1", "q2"], dtype=object), 6)
+    labels = np.where(questions == "q0", "agent_1", "agent_2").astype(object)
+    features = np.where(labels == "agent_1", 1.0, -1.0)[:, None] + 0.1 * rng.normal(size=(18, 3))
+    result = winner_probe(features, labels, questions, folds=3, seed=0)
+    assert result["probe_one_class_folds"] == 1 and result["probe_folds"] == 3
+    # That fold predicts its one class ("agent_2", wrong on all of q0); the others separate the classes.
+    assert result["probe_accuracy"] == pytest.approx(12 / 18)

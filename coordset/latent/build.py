@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -33,16 +33,25 @@ from coordset.latent.metrics import (
 )
 from schemas import check, read_checked
 from schemas.embeddings import EMBEDDINGS
+from schemas.enriched import MESSAGE_TOKENS
 from schemas.latent import latent_states
-from schemas.normalized import EPISODES, OUTCOMES
+from schemas.normalized import EPISODES, MESSAGES, OUTCOMES
 
 EPISODES_PATH = Path("data/normalized/episodes.parquet")
 OUTCOMES_PATH = Path("data/normalized/outcomes.parquet")
-MESSAGES = Path("data/normalized/messages.parquet")
-TOKENS = Path("data/enriched/messages.parquet")
+MESSAGES_PATH = Path("data/normalized/messages.parquet")
+TOKENS_PATH = Path("data/enriched/messages.parquet")
 EMBEDDINGS_PATH = Path("data/embeddings/embeddings.parquet")
 STATES = "data/latent/latent_states.parquet"
 DEAL_CURVE_COLUMNS = ["round", "episodes", "latent_accuracy", "memoryless_accuracy", "prior_accuracy"]
+# metrics/latent_loss.csv: the published fit's validation pass per epoch (train loss on the training groups
+# minus the validation groups), then the refit's train loss on all training groups for the chosen epochs.
+LOSS_COLUMNS = ["epoch", "train_loss", "validation_loss", "validation_reconstruction", "validation_next",
+                "refit_train_loss"]
+# metrics/latent_rank.csv: one row per source at this build's rank; each `dvc exp run -S rank=...` writes its
+# own, so `dvc plots diff` over the rank experiments draws every source's figures against the rank.
+RANK_COLUMNS = ["source", "rank", "explained_variance", "pca_explained_variance", "explained_variance_share_of_pca",
+                "next_message_error", "memoryless_ridge_error", "next_message_gain_over_ridge"]
 
 
 @dataclass
@@ -60,25 +69,27 @@ class LatentOutputs:
     model_pt: bytes           # torch.save of the published model, its ridge read-outs and settings
     metrics: dict[str, Any]
     loss: pd.DataFrame
-    rank_row: pd.DataFrame
+    rank_rows: pd.DataFrame   # metrics/latent_rank.csv: per source, model vs baselines (``rank_rows``)
     deal_curve: pd.DataFrame
 
 
 def read_latent_inputs() -> LatentInputs:
     return LatentInputs(
         episodes=read_checked(EPISODES_PATH, EPISODES).sort_values("episode_id").reset_index(drop=True),
-        messages=read_messages(MESSAGES),
+        messages=read_messages(MESSAGES_PATH),
         embeddings=read_checked(EMBEDDINGS_PATH, EMBEDDINGS),
         outcomes=read_checked(OUTCOMES_PATH, OUTCOMES),
-        tokens=pd.read_parquet(TOKENS),
+        tokens=read_checked(TOKENS_PATH, MESSAGE_TOKENS),
     )
 
 
 def read_messages(path: Path) -> pd.DataFrame:
-    """Messages without their text (the large column), plus each text's UTF-8 size for the compression figures."""
-    table = pq.read_table(path)
-    n_bytes = pc.binary_length(table["text"])
-    return table.drop_columns(["text"]).append_column("n_bytes", n_bytes).to_pandas()
+    """Messages, checked (the text too), without their text (the large column), plus each text's UTF-8 size for
+    the compression figures."""
+    messages = read_checked(path, MESSAGES)
+    # large_string, as the file stores the text: the byte lengths are int64, as they always were.
+    n_bytes = pc.binary_length(pa.array(messages.pop("text"), type=pa.large_string()))
+    return messages.assign(n_bytes=n_bytes.to_pandas())
 
 
 def episode_labels(episodes: pd.DataFrame, outcomes: pd.DataFrame) -> EpisodeLabels:
@@ -125,7 +136,7 @@ def build_latent(inputs: LatentInputs, settings: LatentSettings) -> LatentOutput
         per_source = by_source(seq, groups, pooled, settings, per_source_compression)
     print(f"latent: trained {1 + sum(1 for k in range(1, settings.eval_folds) if (folds == k).any())} models in "
           f"{time.perf_counter() - started:.1f} s (per fold: {', '.join(f'{s:.1f}' for s in pooled.seconds)}; "
-          f"best epochs {pooled.best_epochs})", file=sys.stderr)
+          f"best epochs {pooled.best_epochs}; validation loss gains {pooled.validation_gains})", file=sys.stderr)
 
     for line in summary_lines(per_source):
         print(line, file=sys.stderr)
@@ -143,7 +154,17 @@ def build_latent(inputs: LatentInputs, settings: LatentSettings) -> LatentOutput
     metrics["by_source"] = per_source
     metrics["evaluation"] = {
         "folds": settings.eval_folds, "bootstrap_resamples": settings.bootstrap, "seed": settings.seed,
+        # Per fit (the published model first): the epochs its validation pass chose and its refit trained, and
+        # how much lower the validation loss was there than for the initial cell (0: never improved on it).
         "best_epochs": pooled.best_epochs,
+        "validation_loss_gains": pooled.validation_gains,
+        "published_cell_improved_on_initialisation": bool(main_fit.validation is not None
+                                                          and main_fit.fit.best_epoch > 0),
+        "training": ("two passes per fit: a validation pass fits the ridge, the PCA initialisation and the cell "
+                     "on the training groups minus validation groups and picks the number of epochs (0 = the "
+                     "initial cell) by the loss on those validation groups; the fit's model is then retrained on "
+                     "all its training groups (ridge and PCA refitted) for that many epochs. Nothing is chosen on "
+                     "held-out groups."),
         "protocol": ("by_source: every group is held out once, by a model (ridge, PCA, latent, probes) fitted "
                      "without it; fold 0 is the published model's held-out split, which the top-level figures use. "
                      "Intervals: 95% percentile bootstrap over held-out groups; win = the interval excludes zero "
@@ -158,10 +179,36 @@ def build_latent(inputs: LatentInputs, settings: LatentSettings) -> LatentOutput
                 "ridge": ridge, "ridge_alpha": main_fit.ridge.alpha,
                 "memory_alpha": {list(source_index)[q]: a for q, a in main_fit.fit.alphas.items()}}, buffer)
     return LatentOutputs(
-        states=table, model_pt=buffer.getvalue(), metrics=metrics, loss=pd.DataFrame(main_fit.fit.history),
-        rank_row=pd.DataFrame([{"rank": settings.rank, "explained_variance": metrics["explained_variance"],
-                                "pca_explained_variance": metrics["pca_explained_variance"]}]),
+        states=table, model_pt=buffer.getvalue(), metrics=metrics, loss=loss_table(main_fit),
+        rank_rows=rank_rows(per_source, settings.rank),
         deal_curve=pd.DataFrame(deal_curve(pooled.probes.rows.get("deal", [])), columns=DEAL_CURVE_COLUMNS))
+
+
+def loss_table(fit: FoldFit) -> pd.DataFrame:
+    """metrics/latent_loss.csv: per epoch, the validation pass's losses and the refit's train loss (empty past the
+    chosen epochs; without a validation pass, only the refit's)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for row in fit.validation.history if fit.validation is not None else []:
+        rows[row["epoch"]] = dict(row)
+    for row in fit.fit.history:
+        rows.setdefault(row["epoch"], {"epoch": row["epoch"]})["refit_train_loss"] = row["train_loss"]
+    return pd.DataFrame([rows[e] for e in sorted(rows)], columns=LOSS_COLUMNS)
+
+
+def rank_rows(per_source: dict[str, Any], rank: int) -> pd.DataFrame:
+    """metrics/latent_rank.csv: per source (held-out groups, each once), the model's explained variance vs the PCA
+    of the same rank and its next-message error vs the memoryless ridge; read from ``by_source``, nothing new."""
+    rows = []
+    for source, res in sorted(per_source.items()):
+        ev = res["reconstruction"]["explained_variance_vs_pca"]
+        nm = res.get("next_message", {})
+        vs_ridge = nm.get("vs_memoryless_ridge", {})
+        rows.append({"source": source, "rank": rank, "explained_variance": ev["model"],
+                     "pca_explained_variance": ev["baseline"],
+                     "explained_variance_share_of_pca": res["reconstruction"]["share_of_pca_explained_variance"],
+                     "next_message_error": vs_ridge.get("model"), "memoryless_ridge_error": vs_ridge.get("baseline"),
+                     "next_message_gain_over_ridge": nm.get("relative_gain_over_ridge")})
+    return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
 def summary_lines(per_source: dict[str, Any]) -> list[str]:

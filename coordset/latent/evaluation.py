@@ -2,8 +2,9 @@
 
 Protocol. Groups (``group_id``) are dealt into ``latent.eval_folds`` folds per source; fold 0 is the
 published model's held-out split (``split_groups``). For each fold a model is trained exactly like the
-published one (ridge, PCA initialisation, early stopping on validation groups carved from *its* training
-groups) without that fold's groups, and scored on them: every group is held out exactly once. The probes
+published one (``fit_fold``: a validation pass that picks the number of epochs on validation groups carved
+from *its* training groups, then a refit on all of them for that many epochs) without that fold's groups,
+and scored on them: every group is held out exactly once. The probes
 of a fold are fitted on its training episodes (their states under that fold's model) and scored on its
 held-out episodes; nothing is tuned on held-out groups. Every model-minus-baseline difference gets a
 seeded 95% percentile bootstrap over held-out groups (groups resampled with replacement); a win counts
@@ -115,12 +116,23 @@ class FoldFit:
     codes: np.ndarray       # (N, rank) PCA codes of every message
     pca_recon: np.ndarray   # (N, D)
     seconds: float = 0.0
+    validation: Fit | None = None  # the validation pass that chose ``fit.best_epoch`` (None: no validation groups)
 
 
 def fit_fold(seq: Sequences, groups: np.ndarray, held: np.ndarray, settings: LatentSettings,
              source_index: dict[str, int], progress: bool, desc: str, fold: int = 0) -> FoldFit:
-    """Train on the episodes not in ``held`` (bool per episode): ridge, then the model with early stopping on
-    validation groups carved from the training groups; PCA of the same rank on the training messages."""
+    """Train on the episodes not in ``held`` (bool per episode), in two passes; PCA of the same rank on the
+    training messages.
+
+    1. Validation pass: validation groups are carved from the training groups, and everything the validation
+       loss depends on -- the ridge f, the PCA initialisation, the gradient steps, the read-outs -- is fitted
+       on the other training groups; early stopping picks the number of epochs (0: the initial cell).
+    2. Refit: ridge, initialisation and that many epochs on all training groups: the fold's model.
+
+    Fitting the ridge and the PCA on all training groups in one pass (as before) scored epoch 0 in sample on
+    the validation groups and later epochs out of sample, so epoch 0 always won and the cell stayed untrained.
+    Nothing is chosen on held-out groups. Without validation groups, ``latent.epochs`` epochs, the last kept.
+    """
     assert seq.sources is not None
     start = time.perf_counter()
     train_eps, held_eps = np.flatnonzero(~held), np.flatnonzero(held)
@@ -128,10 +140,19 @@ def fit_fold(seq: Sequences, groups: np.ndarray, held: np.ndarray, settings: Lat
                             settings.seed + fold)
     is_val = np.array([g in val for g in groups[train_eps]], dtype=bool)
     fit_eps, val_eps = train_eps[~is_val], train_eps[is_val]
+    validation, epochs = None, settings.epochs
+    if len(val_eps):
+        ridge = RidgeNext().fit(seq, fit_eps, groups)
+        model = new_model(seq, fit_eps, settings, len(source_index))
+        validation = train(Data(seq, model, ridge, source_index), model, fit_eps, val_eps, settings, groups,
+                           progress=progress, desc=f"{desc} (choose epochs)")
+        epochs = validation.best_epoch
+        del model, ridge
     ridge = RidgeNext().fit(seq, train_eps, groups)
     model = new_model(seq, train_eps, settings, len(source_index))
     data = Data(seq, model, ridge, source_index)
-    fit = train(data, model, fit_eps, val_eps, settings, groups, progress=progress, desc=desc)
+    fit = train(data, model, train_eps, np.zeros(0, dtype=int), settings, groups, progress=progress,
+                desc=f"{desc} (refit, {epochs} epochs)", epochs=epochs)
     with deterministic_torch(settings.seed):
         fit.alphas = refit_readouts(model, data, train_eps, groups)  # final read-outs on every training group
     states, recon, nxt = predict(model, data)
@@ -141,7 +162,7 @@ def fit_fold(seq: Sequences, groups: np.ndarray, held: np.ndarray, settings: Lat
     pca_recon = pca.inverse_transform(codes).astype(np.float32)
     ridge_next = data.base * float(model.spread) + model.center.numpy()
     return FoldFit(fold, train_eps, held_eps, ridge, model, fit, data, states, recon, nxt, ridge_next, pca, codes,
-                   pca_recon, time.perf_counter() - start)
+                   pca_recon, time.perf_counter() - start, validation)
 
 
 # --- probes on native labels, one fold at a time ------------------------------------------------------------
@@ -304,6 +325,7 @@ class Pooled:
         self.next_model, self.next_ridge, self.next_copy = empty(), empty(), empty()
         self.probes = ProbeRecords()
         self.best_epochs: list[int] = []
+        self.validation_gains: list[float | None] = []
         self.seconds: list[float] = []
 
     def add(self, seq: Sequences, f: FoldFit) -> None:
@@ -324,7 +346,20 @@ class Pooled:
         self.next_ridge[current] = ((x[nxt] - f.ridge_next[current]) ** 2).sum(axis=1)
         self.next_copy[current] = ((x[nxt] - x[current]) ** 2).sum(axis=1)
         self.best_epochs.append(f.fit.best_epoch)
+        self.validation_gains.append(validation_gain(f.validation))
         self.seconds.append(f.seconds)
+
+
+def validation_gain(validation: Fit | None) -> float | None:
+    """How much lower the validation loss is at the chosen epoch than at epoch 0 (the initial cell), as a share of
+    the latter: 0 when training never improved on the initialisation; None without a validation pass."""
+    if validation is None or not validation.history:
+        return None
+    loss = {row["epoch"]: row["validation_loss"] for row in validation.history}
+    initial, best = loss.get(0), loss.get(validation.best_epoch)
+    if initial is None or best is None or not initial > 0:
+        return None
+    return sig((initial - best) / initial, 4)
 
 
 def _probe_summary(rows: list[tuple[Any, ...]], groups: np.ndarray, columns: dict[str, int], n_boot: int,

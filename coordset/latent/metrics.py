@@ -54,21 +54,28 @@ def winner_probe(final_latents: np.ndarray, labels: np.ndarray, groups: np.ndarr
     """Grouped-CV logistic regression from the final latent to the outcome, vs the majority class.
 
     Folds split by question (``groups``), so the probe is always scored on questions it was not fitted on.
+    A fold whose training episodes all have one outcome cannot fit a logistic regression: its probe predicts
+    that outcome (as the majority does), and ``probe_one_class_folds`` counts such folds.
     """
     known = labels != "unknown"
     x, y, g = final_latents[known], labels[known], groups[known]
     n_folds = min(folds, len(np.unique(g)))
     if len(np.unique(y)) < 2 or n_folds < 2:
         return {"probe_accuracy": None, "probe_majority_rate": None, "probe_episodes": int(len(y)),
-                "probe_folds": n_folds}
-    correct = majority = 0
+                "probe_folds": n_folds, "probe_one_class_folds": 0}
+    correct = majority = one_class = 0
     for train_idx, test_idx in GroupKFold(n_splits=n_folds).split(x, y, g):
-        probe = LogisticRegression(max_iter=2000, random_state=seed).fit(x[train_idx], y[train_idx])
-        correct += int((probe.predict(x[test_idx]) == y[test_idx]).sum())
         values, counts = np.unique(y[train_idx], return_counts=True)
+        if len(values) < 2:
+            one_class += 1
+            predicted = np.full(len(test_idx), values[0], dtype=object)
+        else:
+            predicted = LogisticRegression(max_iter=2000, random_state=seed).fit(x[train_idx], y[train_idx]).predict(
+                x[test_idx])
+        correct += int((predicted == y[test_idx]).sum())
         majority += int((y[test_idx] == values[np.argmax(counts)]).sum())
     return {"probe_accuracy": correct / len(y), "probe_majority_rate": majority / len(y),
-            "probe_episodes": int(len(y)), "probe_folds": n_folds}
+            "probe_episodes": int(len(y)), "probe_folds": n_folds, "probe_one_class_folds": one_class}
 
 
 def outcome_categories(episodes: pd.DataFrame, outcomes: pd.DataFrame) -> np.ndarray:

@@ -237,22 +237,35 @@ def _scaled_loss(model: Coordinator, batches: list[Batch], weight: float, next_s
 
 
 def train(data: Data, model: Coordinator, train_eps: np.ndarray, val_eps: np.ndarray, settings: LatentSettings,
-          groups: np.ndarray, progress: bool = True, desc: str = "latent: train") -> Fit:
-    """Train on ``train_eps``, choosing the epoch by the loss on ``val_eps`` (epoch 0, the initial model, counts).
+          groups: np.ndarray, progress: bool = True, desc: str = "latent: train", epochs: int | None = None) -> Fit:
+    """Train on ``train_eps`` for at most ``epochs`` (default ``settings.epochs``) epochs, choosing the epoch by
+    the loss on ``val_eps`` (epoch 0, the initial model, counts); without ``val_eps``, the last epoch is kept.
 
     After every epoch the read-outs are refitted in closed form on ``train_eps`` (``refit_readouts``, the memory
     penalty chosen once, by grouped CV, at epoch 0), so the validation loss is that of the model as it is used.
+    The validation loss is out of sample only if ``data`` (its ridge) and ``model`` (its PCA initialisation)
+    were fitted without ``val_eps``: ``coordset.latent.evaluation.fit_fold`` does that.
     """
     with deterministic_torch(settings.seed):
-        return _train(data, model, train_eps, val_eps, settings, groups, progress, desc)
+        return _train(data, model, train_eps, val_eps, settings, groups, progress, desc,
+                      settings.epochs if epochs is None else epochs)
+
+
+def next_loss_scale(data: Data, episodes: np.ndarray) -> float:
+    """The ridge's mean squared error (standardized) on the consecutive pairs of ``episodes``: the unit of the
+    next-step loss, so 1 = no gain over the ridge."""
+    current, nxt = data.seq.pairs_of(episodes)
+    scale = float(np.mean((data.base[current] - data.z[nxt]) ** 2)) if len(current) else 1.0
+    # The ridge can predict every training pair exactly (e.g. every episode the same messages): an error of 0
+    # has no gain to measure against, and dividing by it made the loss NaN (then "SVD did not converge" in the
+    # read-outs). 1 keeps the next-step loss in plain standardized units there.
+    return scale if np.isfinite(scale) and scale > 1e-12 else 1.0
 
 
 def _train(data: Data, model: Coordinator, train_eps: np.ndarray, val_eps: np.ndarray, settings: LatentSettings,
-           groups: np.ndarray, progress: bool, desc: str) -> Fit:
+           groups: np.ndarray, progress: bool, desc: str, n_epochs: int) -> Fit:
     weight = settings.reconstruction_weight
-    # The next-step loss is measured relative to the ridge's own error on the training pairs: 1 = no gain.
-    current, nxt = data.seq.pairs_of(train_eps)
-    next_scale = float(np.mean((data.base[current] - data.z[nxt]) ** 2)) if len(current) else 1.0
+    next_scale = next_loss_scale(data, train_eps)
     # Only the cell learns by gradient; its read-outs are refitted in closed form after every epoch.
     optimizer = torch.optim.Adam(model.cell.parameters(), lr=settings.learning_rate)
     generator = np.random.default_rng(settings.seed)
@@ -264,8 +277,8 @@ def _train(data: Data, model: Coordinator, train_eps: np.ndarray, val_eps: np.nd
         best_loss, val_recon, val_next = _scaled_loss(model, val_batches, weight, next_scale)
         fit.history.append({"epoch": 0, "train_loss": None, "validation_loss": round(best_loss, 6),
                             "validation_reconstruction": round(val_recon, 6), "validation_next": round(val_next, 6)})
-    epochs = range(1, settings.epochs + 1)
-    if progress:
+    epochs = range(1, n_epochs + 1)
+    if progress and n_epochs:
         from tqdm import tqdm
 
         epochs = tqdm(epochs, desc=desc, unit="epoch")
