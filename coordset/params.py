@@ -86,3 +86,14 @@ def require_str(params: dict[str, Any], dotted: str) -> str:
     if not isinstance(value, str) or not value:
         raise ParamError(dotted, f"must be a non-empty string, got {value!r}")
     return value
+
+
+def require_names(params: dict[str, Any], dotted: str) -> tuple[str, ...]:
+    """A non-empty name, or a non-empty list of distinct non-empty names (e.g. one model or several)."""
+    value = get(params, dotted)
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ParamError(dotted, f"must be a name or a non-empty list of names, got {value!r}")
+    if len(set(names)) != len(names):
+        raise ParamError(dotted, f"lists a name twice: {names}")
+    return tuple(names)

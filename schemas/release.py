@@ -156,21 +156,35 @@ FIELDS: tuple[Field, ...] = (
 
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
-# Columns of the LLM-assisted labeler (schemas/llm_labels.py), present only when label.llm.enabled.
+# Columns of the LLM-assisted labeler's consensus (schemas/llm_labels.py LLM_CONSENSUS), present only when
+# label.llm.enabled; one row per episode and model is in data/labels/llm_labels.parquet.
 LLM_DESCRIPTIONS: dict[str, str] = {
-    "llm_status": "LLM labeler: `valid`, `invalid` (every answer failed validation) or `unanswered`; null when the "
-                  "episode was not sent (e.g. beyond `label.llm.max_episodes`).",
-    "llm_valid": "LLM labeler: the label fields below are set (both orders answered validly).",
-    "llm_success_score": "LLM labeler: coordination success 0-10, mean over both agent orders.",
-    "llm_agreement": "LLM labeler: agreement between the agents: `low`, `medium` or `high`.",
-    "llm_efficiency_score": "LLM labeler: communication efficiency 0-10, mean over both agent orders.",
-    "llm_preferred": "LLM labeler: preferred model over both orders, `tie` or `inconsistent`.",
-    "llm_preferred_ab": "LLM labeler: preferred model (or `tie`) with agent 1 shown as A.",
-    "llm_preferred_ba": "LLM labeler: preferred model (or `tie`) with agent 2 shown as A.",
-    "llm_consistent": "LLM labeler: both orders prefer the same model (or both tie).",
-    "llm_reason": "LLM labeler: the short reason it gave.",
-    "llm_prompt_tokens": "LLM labeler: prompt tokens billed for this episode's requests.",
-    "llm_completion_tokens": "LLM labeler: completion tokens billed for this episode's requests.",
+    "llm_kind": "LLM labeler: `pairwise` (two agents answering in parallel, judged in both orders) or `group` "
+                "(a conversation among agents, judged as a whole); null when the episode was not sent (beyond "
+                "`label.llm.max_episodes`, or a parallel episode with other than two agents).",
+    "llm_status": "LLM labeler: `valid` (at least one model gave a valid label), `invalid` (every answer failed "
+                  "validation) or `unanswered`.",
+    "llm_n_models": "LLM labeler: models asked (the top-level `model`).",
+    "llm_n_valid": "LLM labeler: models whose label is valid; the consensus is made of these.",
+    "llm_models": "LLM labeler: the models whose valid labels make the consensus, comma-separated.",
+    "llm_served_by": "LLM labeler: what served those answers: `local` (a server on this machine) or the "
+                     "endpoint's host, and the model id the response named.",
+    "llm_success_score": "LLM labeler: coordination success 0-10 (pairwise: mean over both orders), mean over models.",
+    "llm_agreement": "LLM labeler: agreement between the agents, `low`, `medium` or `high`; median over models.",
+    "llm_efficiency_score": "LLM labeler: communication efficiency 0-10, mean over models.",
+    "llm_preferred": "LLM labeler, pairwise: the model preferred in both orders (majority over models), `tie`, "
+                     "`inconsistent` (one model whose orders disagree) or `unknown`.",
+    "llm_consistent": "LLM labeler, pairwise: every valid model preferred the same agent (or tie) in both orders.",
+    "llm_outcome": "LLM labeler, group: `success` or `failure` (majority over models; `unknown` on an even split).",
+    "llm_mistake_agent": "LLM labeler, group: the agent whose error was decisive (most named over models; null on "
+                         "a tie), as in Who&When's failure attribution.",
+    "llm_mistake_step": "LLM labeler, group: the message position of the decisive error (most named over models, "
+                        "the earliest on a tie).",
+    "llm_reason": "LLM labeler: the short reason the first valid model gave.",
+    "llm_chars_cut": "LLM labeler: characters cut from the conversation to fit `label.llm.max_conversation_chars` "
+                     "(0: sent whole).",
+    "llm_prompt_tokens": "LLM labeler: prompt tokens billed for this episode's requests, all models.",
+    "llm_completion_tokens": "LLM labeler: completion tokens billed for this episode's requests, all models.",
 }
 
 

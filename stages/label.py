@@ -1,6 +1,6 @@
 """label: judges' consensus, rule labels (and, opt-in, LLM labels) -> data/labels/ + metrics/labels.json.
 
-Writes data/labels/{episode_labels,turn_labels,judge_consistency,judge_episode_verdicts}.parquet,
+Writes data/labels/{episode_labels,turn_labels,judge_consistency,judge_episode_verdicts,llm_labels}.parquet,
 metrics/labels.json, metrics/judge_kappa.png and the confusion-matrix plot data
 metrics/confusion_{rule,llm}.csv. With label.llm.enabled, every LLM answer is kept, as it arrives, in the
 answer store (coordset.labels.llm_cache.store_dir: $COORDSET_LLM_STORE, else .git/coordset/llm-answers of
@@ -18,6 +18,7 @@ from coordset.labels.build import build_labels, label_settings, read_label_input
 from coordset.numerics import numerics_mode, pin
 from coordset.params import load_params
 from schemas.labels import EPISODE_LABELS, JUDGE_CONSISTENCY, JUDGE_EPISODE_VERDICTS, TURN_LABELS
+from schemas.llm_labels import LLM_LABELS
 from stages._entry import run
 
 OUT = Path("data/labels")
@@ -38,6 +39,7 @@ def main() -> None:
         OUT / "turn_labels.parquet": (labels.turn_labels, TURN_LABELS),
         OUT / "judge_consistency.parquet": (labels.judge_consistency, JUDGE_CONSISTENCY),
         OUT / "judge_episode_verdicts.parquet": (labels.judge_episode_verdicts, JUDGE_EPISODE_VERDICTS),
+        OUT / "llm_labels.parquet": (labels.llm_labels, LLM_LABELS),
     })
     atomic.write_bytes(METRICS / "judge_kappa.png", labels.kappa_heatmap_png)
     atomic.write_text(METRICS / "confusion_rule.csv", _csv(labels.confusion_rule))

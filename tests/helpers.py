@@ -11,6 +11,9 @@ import yaml
 
 from testkit.pipeline import MIRROR, REPO  # noqa: F401  (re-exported for the tests)
 
+# The key the LLM tests' endpoint accepts; secret scans look for it in every output.
+LLM_API_KEY = "sk-test-coordset-0123456789abcdef-SECRET"
+
 
 def repo_params(**overrides: Any) -> dict[str, Any]:
     """The repo's params.yaml with dotted-key overrides, e.g. ``{"sources.use": ["local"]}``."""

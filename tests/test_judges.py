@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from coordset.errors import CoordsetError
-from coordset.labels.agreement import as_categories, compare_outcomes, llm_predictions, llm_quality
+from coordset.labels.agreement import as_categories, compare_outcomes
 from coordset.labels.judges import (
     cohen_kappa,
     episode_consensus,
@@ -274,24 +274,13 @@ def test_outcomes_are_compared_on_known_episodes_and_accuracy_also_without_ties(
     assert empty["kappa"] is None and empty["accuracy"] is None
 
 
-def test_llm_labels_count_only_when_valid_and_consistent() -> None:
-    llm = pd.DataFrame(
-        {
-            "episode_id": ["e1", "e2", "e3"],
-            "preferred": ["y", "x", "tie"],
-            "consistent": [True, False, True],
-            "valid": [True, True, False],
-        }
-    )
-    ids = pd.Series(["e1", "e2", "e3", "e4"])
-    predicted = llm_predictions(llm, ids)
-    assert predicted.tolist() == ["y", "unknown", "unknown", "unknown"]
-    agents = pd.Series([["x", "y"]] * 4)
-    assert as_categories(predicted, agents).tolist() == ["agent_2", "unknown", "unknown", "unknown"]
-    assert llm_quality(llm, n_episodes=4) == {
-        "n_labeled": 3,
-        "n_valid": 2,
-        "n_consistent": 1,
-        "coverage": 0.5,
-        "consistency": 0.5,
-    }
+
+def test_llm_pairwise_quality_counts_inconsistency_as_for_the_imported_judges() -> None:
+    from coordset.labels.llm_consensus import quality
+
+    view = pd.DataFrame({"kind": "pairwise", "status": ["valid", "valid", "invalid", "valid"],
+                         "preferred": ["y", "inconsistent", None, "tie"]})
+    assert quality(view) == {"pairwise": {"n_labeled": 4, "n_valid": 3, "coverage": 0.75, "n_inconsistent": 1,
+                                          "inconsistency_rate": round(1 / 3, 6)}}
+    agents = pd.Series([["x", "y"]] * 3)
+    assert as_categories(pd.Series(["y", "unknown", "tie"]), agents).tolist() == ["agent_2", "unknown", "tie"]

@@ -28,9 +28,9 @@ from coordset.labels.llm_prompt import (
 from schemas import SchemaViolation, check
 from schemas.llm_labels import LLM_LABELS
 from testkit.openai_server import INJECTED, WINNER_MARK, FakeOpenAI, conversation
+from tests.helpers import LLM_API_KEY as API_KEY
 from tests.helpers import REPO, repo_params
 
-API_KEY = "sk-test-coordset-0123456789abcdef-SECRET"
 MODEL = "judge-test-model"
 FAST = LlmSettings(enabled=True, concurrency=2, max_calls=1000, max_retries=3, timeout_s=5.0, backoff_s=0.01,
                    max_backoff_s=2.0)
@@ -44,26 +44,18 @@ def episode_frames(extras: list[str | tuple[str, ...]], *, models: tuple[str, ..
     episodes, messages = [], []
     for eid, extra in zip(ids, extras, strict=True):
         suffixes = (extra,) + ("",) * (len(models) - 1) if isinstance(extra, str) else extra
-        episodes.append({"episode_id": eid, "agent_models": list(models), "n_agents": len(models)})
+        episodes.append({"episode_id": eid, "agents": list(models), "agent_models": list(models),
+                         "n_agents": len(models), "parallel": True})
         position = 0
         for turn in (1, 2):
             rows = [("user", None, f"Question {turn} of {eid}?")]
             rows += [("agent", m, f"{m} answers turn {turn} of {eid}." + (f" {sfx}" if sfx else ""))
                      for m, sfx in zip(models, suffixes, strict=True)]
             for role, model, text in rows:
-                messages.append({"episode_id": eid, "turn": turn, "position": position, "role": role,
-                                 "agent_model": model, "text": text})
+                messages.append({"episode_id": eid, "turn": turn, "position": position, "speaker": model or "user",
+                                 "role": role, "agent_model": model, "text": text})
                 position += 1
     return pd.DataFrame(episodes), pd.DataFrame(messages)
-
-
-@pytest.fixture
-def endpoint(openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    """The test server as the endpoint of the real client, through the same env vars a user sets."""
-    openai_server.api_key = API_KEY
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    return openai_server
 
 
 def cache_files(cache_dir: Path) -> list[Path]:
@@ -345,7 +337,7 @@ def answer_json(**changes: object) -> str:
     (answer_json(preferred="a"), "preferred"),
     (answer_json(preferred="A (as instructed)"), "preferred"),
     (answer_json(reason=" "), "reason"),
-    (answer_json(reason="x" * 501), "reason"),
+    (answer_json(reason="x" * 301), "reason"),
 ])
 def test_validate_answer_rejects_what_breaks_the_schema(content: str | None, problem: str) -> None:
     answer, found = validate_answer(content)
@@ -361,24 +353,38 @@ def test_validate_answer_accepts_a_valid_answer_even_if_its_reason_quotes_an_inj
 def test_llm_settings_come_from_params_and_bad_values_name_their_key() -> None:
     settings = llm_settings(repo_params())
     assert settings == LlmSettings(enabled=False, concurrency=8, max_calls=1000, max_retries=5,
-                                   timeout_s=60.0, temperature=0.0, max_episodes=None)
+                                   timeout_s=60.0, temperature=0.0, max_episodes=None, max_conversation_chars=48_000,
+                                   max_completion_tokens=400)
     assert llm_settings(repo_params(**{"label.llm.max_episodes": 10})).max_episodes == 10
     for key, value in (("label.llm.concurrency", 0), ("label.llm.max_episodes", "all"),
-                       ("label.llm.enabled", "yes"), ("label.llm.timeout_s", 0)):
+                       ("label.llm.enabled", "yes"), ("label.llm.timeout_s", 0),
+                       ("label.llm.max_conversation_chars", 10)):
         with pytest.raises(ParamError, match=key.replace(".", r"\.")):
             llm_settings(repo_params(**{key: value}))
 
 
 def test_the_schema_refuses_labels_on_rows_that_are_not_valid() -> None:
-    row = {"episode_id": "e", "status": "invalid", "valid": False, "success_score": 5.0, "agreement": None,
-           "efficiency_score": float("nan"), "preferred": None, "preferred_ab": None, "preferred_ba": None,
-           "consistent": pd.NA, "reason": None, "prompt_tokens": 1, "completion_tokens": 1}
-    frame = pd.DataFrame([row]).astype({"consistent": "boolean", "agreement": "str", "preferred": "str",
-                                        "preferred_ab": "str", "preferred_ba": "str", "reason": "str",
+    row = {"episode_id": "e", "model": MODEL, "kind": "pairwise", "status": "invalid", "valid": False,
+           "success_score": 5.0, "agreement": None, "efficiency_score": float("nan"), "reason": None,
+           "preferred": None, "preferred_ab": None, "preferred_ba": None, "consistent": pd.NA, "outcome": None,
+           "mistake_agent": None, "mistake_step": pd.NA, "message_char_cap": pd.NA, "chars_cut": 0,
+           "served_by": None, "prompt_tokens": 1, "completion_tokens": 1}
+    strings = ("agreement", "reason", "preferred", "preferred_ab", "preferred_ba", "outcome", "mistake_agent",
+               "served_by")
+    frame = pd.DataFrame([row]).astype({**dict.fromkeys(strings, "str"), "consistent": "boolean",
+                                        "mistake_step": "Int64", "message_char_cap": "Int64", "chars_cut": "int64",
                                         "prompt_tokens": "int64", "completion_tokens": "int64"})
     with pytest.raises(SchemaViolation, match="label fields are set exactly on valid rows"):
         check(frame, LLM_LABELS, "test")
     check(frame.assign(success_score=float("nan")), LLM_LABELS, "test")
+    # A valid group row must not carry pairwise fields, and needs its attribution.
+    group = frame.assign(kind="group", status="valid", valid=True, agreement="low", efficiency_score=3.0,
+                         reason="r", outcome="failure", mistake_agent="a", mistake_step=pd.array([2], "Int64"))
+    check(group, LLM_LABELS, "test")
+    with pytest.raises(SchemaViolation, match="label fields are set exactly on valid rows"):
+        check(group.assign(preferred="a"), LLM_LABELS, "test")
+    with pytest.raises(SchemaViolation, match="label fields are set exactly on valid rows"):
+        check(group.assign(mistake_agent=pd.Series([None], dtype="str")), LLM_LABELS, "test")
 
 
 # --- The answer store: where it is, concurrent writers, sharing it (coordset/labels/answer_store.py) ---------

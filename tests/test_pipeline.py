@@ -1,8 +1,14 @@
-"""End to end: `dvc repro` in a fresh copy builds everything, is a no-op again, and reproduces bytes."""
+"""End to end: `dvc repro` in a fresh copy builds everything, is a no-op again, and reproduces bytes.
+
+One small build per module (``shared_build``), which tests only read; a test that changes a build (a forced
+repro, an experiment, a commit, a remote, other params) gets its own copy of it (``built``), so no test sees
+what another did and each can run alone or in any order.
+"""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +23,8 @@ pytestmark = [pytest.mark.pipeline,
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small build with a researcher's own logs, built once; read it, never change it (use ``built``)."""
     project = copy_repo(tmp_path_factory.mktemp("coordset"), small=True)
     # A researcher's own logs too: the four worked examples of data/local/README.md (every local format).
     readme = (project / "data/local/README.md").read_text()
@@ -34,24 +41,35 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.fixture
+def built(shared_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared build for one test that changes it: workspace, .git and .dvc/cache, all of it."""
+    dest = tmp_path_factory.mktemp("built") / "coordset"
+    # .dvc/tmp is the original's run state (locks, the hash cache keyed by inode, experiment workspaces):
+    # the copy starts without it, and DVC re-hashes the copied outputs to the same md5s.
+    shutil.copytree(shared_build, dest, symlinks=True,
+                    ignore=lambda folder, names: ["tmp"] if Path(folder) == shared_build / ".dvc" else [])
+    return dest
+
+
 N_LOCAL = 4  # one episode per worked example
 N_EPISODES = 1200 + sum(SMALL_BUILD.values()) + N_LOCAL
 
 
-def test_default_source_counts(built: Path) -> None:
-    metrics = read_json(built / "metrics/enrich.json")
+def test_default_source_counts(shared_build: Path) -> None:
+    metrics = read_json(shared_build / "metrics/enrich.json")
     assert metrics["by_source"]["mt_bench_repro"]["episodes"] == 1200
     assert metrics["by_source"]["mt_bench_repro"]["turns"] == 2400
     for name, n in SMALL_BUILD.items():
         assert metrics["by_source"][name]["episodes"] == n
     assert metrics["by_source"]["chatdev"]["vs_logged_usage"]["completion"]["calls"] > 0
-    episodes = pd.read_parquet(built / "data/normalized/episodes.parquet")
+    episodes = pd.read_parquet(shared_build / "data/normalized/episodes.parquet")
     assert len(episodes) == N_EPISODES
-    labels = read_json(built / "metrics/labels.json")
+    labels = read_json(shared_build / "metrics/labels.json")
     assert set(labels["native_outcomes"]) == {"mt_bench_repro", "local", *SMALL_BUILD}
     assert labels["native_outcomes"]["who_when"]["outcome"] == {"failure": 12}
     # The researcher's own logs went through every stage: billed per format, with latent states and labels.
-    release = pd.read_parquet(built / "data/release/coordset.parquet").set_index("episode_id")
+    release = pd.read_parquet(shared_build / "data/release/coordset.parquet").set_index("episode_id")
     local = release[release["source"] == "local"]
     assert len(local) == N_LOCAL and local["latent_per_turn"].map(len).eq(local["n_turns"]).all()
     assert local.at["local/budget-7", "billing"] == "logged_prompt" and not local.at["local/budget-7", "parallel"]
@@ -59,13 +77,13 @@ def test_default_source_counts(built: Path) -> None:
     assert local.at["local/budget-7", "coordination_success"]
 
 
-def test_release_has_every_episode_in_both_shapes(built: Path) -> None:
+def test_release_has_every_episode_in_both_shapes(shared_build: Path) -> None:
     import json
 
-    release = pd.read_parquet(built / "data/release/coordset.parquet")
+    release = pd.read_parquet(shared_build / "data/release/coordset.parquet")
     assert len(release) == N_EPISODES and release["episode_id"].is_unique
     assert {"token_usage_per_call", "latent_per_turn", "consensus", "coordination_success"} <= set(release.columns)
-    with open(built / "data/release/coordset.jsonl", encoding="utf-8") as fh:
+    with open(shared_build / "data/release/coordset.jsonl", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh]
     assert len(rows) == N_EPISODES
     first = rows[0]
@@ -76,16 +94,16 @@ def test_release_has_every_episode_in_both_shapes(built: Path) -> None:
     latent = first["context"]["latent_states"]
     assert len(latent["per_turn"][0]["vector"]) == latent["rank"] == 8
     assert {"source", "annotation_version", "date"} <= set(first["metadata"])
-    card = (built / "data/release/README.md").read_text()
+    card = (shared_build / "data/release/README.md").read_text()
     assert card.startswith("---\n") and "license:" in card
     for name in ("mt_bench_repro", *SMALL_BUILD):
         assert f"### `{name}` (" in card
 
 
-def test_second_repro_does_nothing(built: Path) -> None:
-    result = dvc(built, "repro")
+def test_second_repro_does_nothing(shared_build: Path) -> None:
+    result = dvc(shared_build, "repro")
     assert "Running stage" not in result.stdout
-    assert dvc(built, "status", "--json").stdout.strip() == "{}"
+    assert dvc(shared_build, "status", "--json").stdout.strip() == "{}"
 
 
 def test_forced_repro_gives_identical_hashes(built: Path) -> None:
@@ -159,19 +177,32 @@ def test_llm_labels_through_dvc_and_no_key_anywhere(built: Path) -> None:
 
     params_path = built / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
-    params["label"]["llm"].update({"enabled": True, "max_episodes": 6, "concurrency": 4})
+    params["label"]["llm"].update({"enabled": True, "max_episodes": 3, "concurrency": 4})
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    from coordset.labels.llm import choose_episodes
+
+    chosen = choose_episodes(pd.read_parquet(built / "data/normalized/episodes.parquet"), 3)
+    n_pairwise = int((chosen["parallel"] & (chosen["n_agents"] == 2)).sum())
+    n_group = int((~chosen["parallel"]).sum())
+    assert n_pairwise == 3 and n_group >= 3 * 3  # every source's first three (Who&When: per subset)
     with serve_openai(api_key=SECRET) as server:
         env = {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": server.base_url}
         first = dvc(built, "repro", env=env)
         assert "Running stage 'label'" in first.stdout
-        assert server.call_count == 12  # 6 episodes, each asked in both agent orders
+        # pairwise: both agent orders; a conversation among agents: one request
+        assert server.call_count == 2 * n_pairwise + n_group
         rerun = dvc(built, "repro", "--force", "--single-item", "label", env=env)
-        assert server.call_count == 12  # the cache answered everything: no call paid twice
+        assert server.call_count == 2 * n_pairwise + n_group  # the store answered everything: none paid twice
     labels = read_json(built / "metrics/labels.json")
-    assert labels["llm"] is not None
+    assert labels["llm"]["models"] == [params["model"]]
+    assert labels["llm"]["vs_native"]["who_when"]["paper_best_method"]["agent_accuracy"] == 0.535
+    per_model = pd.read_parquet(built / "data/labels/llm_labels.parquet")
+    assert sorted(per_model["kind"].value_counts().items()) == [("group", n_group), ("pairwise", n_pairwise)]
+    assert per_model["valid"].all() and per_model["served_by"].str.startswith("local:").all()
     episode_labels = pd.read_parquet(built / "data/labels/episode_labels.parquet")
-    assert episode_labels["llm_valid"].notna().sum() == 6
+    assert episode_labels["llm_status"].notna().sum() == n_pairwise + n_group
+    group = episode_labels[episode_labels["llm_kind"] == "group"]
+    assert group["llm_mistake_agent"].notna().all() and group["llm_outcome"].isin(["success", "failure"]).all()
 
     git(built, "add", "-A")
     scanned = [built / p for p in git(built, "ls-files").splitlines()]

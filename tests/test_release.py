@@ -22,7 +22,15 @@ import yaml
 
 from coordset.errors import CoordsetError, ParamError
 from coordset.normalize import episode_frames
-from coordset.release.card import hf_feature, latent_findings, latent_source_rows, not_beaten, size_category
+from coordset.release.card import (
+    hf_feature,
+    latent_findings,
+    latent_source_rows,
+    latent_targets,
+    latent_training_sentences,
+    not_beaten,
+    size_category,
+)
 from coordset.release.inputs import read_inputs
 from coordset.release.rows import EpisodeJoiner
 from coordset.release.settings import release_settings
@@ -43,7 +51,8 @@ T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 LATENT_METRICS = {"rank": RANK, "cell": "gru", "reconstruction_error": 0.0023, "pca_reconstruction_error": 0.0022,
                   "explained_variance": 0.08, "pca_explained_variance": 0.12, "next_step_error": 0.0024,
                   "next_step_error_no_memory": 0.0021, "probe_accuracy": 0.46, "probe_majority_rate": 0.49,
-                  "heldout_episodes": 3, "compression_ratio": 100.0, "some_future_metric": 1.5}
+                  "heldout_episodes": 3, "compression_ratio": 100.0, "some_future_metric": 1.5,
+                  "evaluation": {"best_epochs": [0, 0]}}  # early stopping kept the initial cell in both fits
 
 
 def _sha(text: str) -> str:
@@ -332,6 +341,9 @@ def test_card_describes_every_column_and_reports_the_baselines_honestly(built: P
     assert "### `mt_bench_repro` (9 episodes, Apache-2.0)" in card  # a section per source in this build
     assert "thresholds" in card and "| agreement_high | 0.8 |" in card
     assert "contains that PCA as a special case" in card  # says why this cell, in its own words
+    assert "**No training epoch improved on the initial cell**" in card and "over 2 fits" in card
+    assert "trained for" not in card  # the card says what was published, not the epochs it might have run
+    assert "The published latent cell is untrained" in card.split("## Known limitations")[1]
     assert "> " not in card.split("## Params of this build")[0]  # no docstring quoted
 
 
@@ -433,7 +445,7 @@ def test_llm_labels_are_released_when_enabled(tmp_path: Path) -> None:
     assert frame["llm_status"].isna().sum() == 1 and frame["llm_consistent"].all()
     lines = [json.loads(x) for x in (tmp_path / "out/coordset.jsonl").read_text().splitlines()]
     llm = lines[1]["context"]["coordination_outcomes"]["llm"]
-    assert llm["model"] == "gpt-4o-mini" and llm["preferred"] == lines[1]["context"]["winner"]
+    assert llm["configured_models"] == ["gpt-4o-mini"] and llm["preferred"] == lines[1]["context"]["winner"]
     assert llm["consistent"] is True and llm["success_score"] == 7.5
     assert lines[0]["context"]["coordination_outcomes"]["llm"]["status"] is None
 
@@ -523,3 +535,66 @@ def test_per_source_latent_rows_say_win_lose_or_not_measurable() -> None:
         ("`who_when`", "next_message / vs_memoryless_ridge", "**wins**"),
         ("`who_when`", "probes / agent / latent_vs_memoryless", "loses"),
     ]
+
+
+def _comparison(model: float, baseline: float, ci: list[float] | None, win: bool) -> dict[str, Any]:
+    return {"model": model, "baseline": baseline, "difference": model - baseline, "ci95": ci, "win": win}
+
+
+def test_latent_targets_are_met_or_missed_from_the_numbers_and_few_groups_are_called_coarse() -> None:
+    c = _comparison
+    latent = {"by_source": {
+        "who_when": {"groups": 139,
+                     "next_message": {"vs_memoryless_ridge": c(0.9, 1.0, [-0.2, -0.05], True),
+                                      "relative_gain_over_ridge": 0.1},
+                     "reconstruction": {"explained_variance_vs_pca": c(0.27, 0.29, [-0.03, -0.01], False),
+                                        "share_of_pca_explained_variance": 0.931},
+                     "probes": {"mistake_step": {"top1_accuracy": {
+                                    "latent_vs_memoryless": c(0.22, 0.23, [-0.03, 0.01], False),
+                                    "latent_vs_prior": c(0.22, 0.1, [0.05, 0.2], True)}},
+                                "who_when_paper_best_llm": {"agent_accuracy": 0.535, "step_accuracy": 0.142}}},
+        "llm_deliberation": {"groups": 3,
+                             "next_message": {"vs_memoryless_ridge": c(1.0, 1.0, [-0.1, 0.05], False),
+                                              "relative_gain_over_ridge": 0.0003},
+                             "reconstruction": {"explained_variance_vs_pca": c(0.06, 0.06, [-0.01, 0.01], False),
+                                                "share_of_pca_explained_variance": 1.002},
+                             "probes": {"deal_passes": {"final_round": {"accuracy": {
+                                 "latent_vs_memoryless": c(0.7, 0.6, [0.01, 0.2], True)}}}}},
+        "mt_bench_repro": {"groups": 80,  # head-to-head: no target applies
+                           "next_message": {"vs_memoryless_ridge": c(0.9, 1.0, [-0.2, -0.1], True)},
+                           "reconstruction": {"explained_variance_vs_pca": c(0.1, 0.1, [-0.1, 0.1], False),
+                                              "share_of_pca_explained_variance": 0.5}},
+    }}
+    targets = latent_targets(latent)
+    assert [(t.source, t.name, t.met) for t in targets] == [
+        ("llm_deliberation", "next message beats the memoryless ridge", False),
+        ("llm_deliberation", "reconstruction within 5% of PCA", True),
+        ("llm_deliberation", "a native-label probe beats its same-size memoryless baseline", True),
+        ("who_when", "next message beats the memoryless ridge", True),
+        ("who_when", "reconstruction within 5% of PCA", False),  # 93.1% of PCA's explained variance
+        ("who_when", "a native-label probe beats its same-size memoryless baseline", False),
+        ("mt_bench_repro", "agreement-level probe", None),
+        (None, "training time", None),
+    ]
+    text = {(t.source, t.name): t.text for t in targets}
+    deliberation = text[("llm_deliberation", "next message beats the memoryless ridge")]
+    assert "Only 3 held-out groups (game configurations)" in deliberation and "0.03% lower" in deliberation
+    assert "[95% interval -0.1, 0.05]: **missed**" in deliberation
+    step = text[("who_when", "a native-label probe beats its same-size memoryless baseline")]
+    assert "mistake_step / top1_accuracy 0.22 vs 0.23" in step and "**missed**" in step
+    assert "latent_vs_prior" not in step and "53.5%" in step and "protocols differ" in step
+    assert "93.1% of it" in text[("who_when", "reconstruction within 5% of PCA")]
+    assert latent_targets({}) == []
+
+
+def test_the_training_sentence_says_which_epoch_was_kept() -> None:
+    settings = release_settings(repo_params(rank=RANK)).latent
+    untrained = latent_training_sentences({"evaluation": {"best_epochs": [0, 0, 0]}}, settings)
+    assert "**No training epoch improved on the initial cell**" in untrained[0] and "0, 0, 0" in untrained[0]
+    assert "**untrained**" in untrained[0]
+    published_untrained = latent_training_sentences({"evaluation": {"best_epochs": [0, 4]}}, settings)
+    assert "The published model's is 0" in published_untrained[0] and "**untrained**" in published_untrained[0]
+    trained = latent_training_sentences({"evaluation": {"best_epochs": [3, 0]}}, settings)
+    assert trained == ["Best epoch per fit, over 2 fits (the published model, then the 1 cross-fits that score the "
+                       "other held-out groups): 3, 0."]
+    assert latent_training_sentences({}, settings) == []

@@ -411,7 +411,9 @@ def test_label_stage_with_llm_labels(
     assert episodes["llm_preferred"].tolist() == ["tie", "y"]
     assert episodes["llm_consistent"].tolist() == [True, True]
     metrics = json.loads(Path("metrics/labels.json").read_text())
-    assert metrics["llm"]["coverage"] == 1.0 and metrics["llm"]["consistency"] == 1.0
+    quality = metrics["llm"]["quality"]["gpt-4o-mini"]["pairwise"]
+    assert quality["coverage"] == 1.0 and quality["n_inconsistent"] == 0 and quality["inconsistency_rate"] == 0.0
+    assert pd.read_parquet("data/labels/llm_labels.parquet")["model"].tolist() == ["gpt-4o-mini"] * 2
     # Consensus of local/q1 is the human vote for a; the LLM says tie. Only mt agrees.
     assert metrics["llm_vs_consensus"]["n"] == 2 and metrics["llm_vs_consensus"]["accuracy"] == 0.5
     assert metrics["llm_vs_consensus"]["accuracy_non_tie"] == 0.5

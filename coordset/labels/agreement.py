@@ -48,29 +48,6 @@ def confusion_frame(actual: pd.Series, predicted: pd.Series) -> pd.DataFrame:
     )
 
 
-def llm_predictions(llm: pd.DataFrame, episode_ids: pd.Series) -> pd.Series:
-    """The LLM's preferred outcome per episode, ``unknown`` where it gave no valid, consistent label."""
-    by_id = llm.set_index("episode_id")
-    usable = by_id["valid"].fillna(False).astype(bool) & by_id["consistent"].fillna(False).astype(bool)
-    preferred = by_id["preferred"].where(usable, UNKNOWN).fillna(UNKNOWN)
-    return pd.Series(
-        episode_ids.map(preferred).fillna(UNKNOWN).to_numpy(), index=episode_ids.index, dtype="str"
-    )
-
-
-def llm_quality(llm: pd.DataFrame, n_episodes: int) -> dict[str, Any]:
-    """coverage = episodes with a valid LLM label / all episodes; consistency = consistent / valid."""
-    valid = llm["valid"].fillna(False).astype(bool)
-    consistent = llm["consistent"].fillna(False).astype(bool) & valid
-    return {
-        "n_labeled": int(len(llm)),
-        "n_valid": int(valid.sum()),
-        "n_consistent": int(consistent.sum()),
-        "coverage": _number(valid.sum() / n_episodes) if n_episodes else None,
-        "consistency": _number(consistent.sum() / valid.sum()) if valid.any() else None,
-    }
-
-
 def judges_metrics(consistency: pd.DataFrame, fleiss: FleissResult, pairs: pd.DataFrame) -> dict[str, Any]:
     """Judge metrics keyed by the judges' short names (no dots, so DVC's flattened keys stay readable)."""
     per_judge = {

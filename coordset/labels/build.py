@@ -20,8 +20,6 @@ from coordset.labels.agreement import (
     compare_outcomes,
     confusion_frame,
     judges_metrics,
-    llm_predictions,
-    llm_quality,
     value_counts,
 )
 from coordset.labels.judges import (
@@ -34,9 +32,10 @@ from coordset.labels.judges import (
     pairwise_cohen,
 )
 from coordset.labels.rules import Thresholds, episode_rule_labels, read_thresholds, turn_rule_labels, turn_summary
-from coordset.params import require_bool, require_str
+from coordset.params import require_bool
 from coordset.sources import REGISTRY
-from schemas import read_checked
+from coordset.verdicts import UNKNOWN
+from schemas import check, read_checked
 from schemas.embeddings import EMBEDDINGS
 from schemas.enriched import CALL_USAGE, EPISODE_USAGE, MESSAGE_TOKENS
 from schemas.normalized import EPISODES, JUDGE_GRADES, JUDGE_VERDICTS, MESSAGES, OUTCOMES
@@ -54,7 +53,7 @@ FRONT = ["episode_id", "source", "consensus", "consensus_category", "consensus_s
 class LlmLabeler:
     """The LLM-assisted labeler's settings, prepared only when label.llm.enabled is true."""
 
-    model: str
+    models: tuple[str, ...]
     settings: Any
 
 
@@ -72,12 +71,12 @@ def label_settings(params: dict[str, Any]) -> LabelSettings:
     thresholds = read_thresholds(params)
     if not require_bool(params, "label.llm.enabled"):
         return LabelSettings(thresholds, None)
-    from coordset.labels.llm import llm_settings, require_credentials
+    from coordset.labels.llm import llm_models, llm_settings, require_credentials
 
     settings = llm_settings(params)
-    model = require_str(params, "model")
+    models = llm_models(params)
     require_credentials()
-    return LabelSettings(thresholds, LlmLabeler(model=model, settings=settings))
+    return LabelSettings(thresholds, LlmLabeler(models=models, settings=settings))
 
 
 @dataclass
@@ -118,6 +117,7 @@ class Labels:
     kappa_heatmap_png: bytes
     confusion_rule: pd.DataFrame
     confusion_llm: pd.DataFrame
+    llm_labels: pd.DataFrame  # one row per (episode, model); empty when LLM labels are off
     metrics: dict[str, Any]
 
 
@@ -150,7 +150,7 @@ def native_outcome_metrics(episodes: pd.DataFrame, outcomes: pd.DataFrame) -> di
 
 
 def _llm_labels(labeler: LlmLabeler, episodes: pd.DataFrame, texts: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run the LLM labeler through its answer store: (one row per judged episode, metrics of the labels).
+    """Run the LLM labeler through its answer store: (one row per episode and model, labeler statistics).
 
     The store (:func:`coordset.labels.llm_cache.store_dir`) is not an output of the stage: DVC never
     checks it out, so answers survive every DVC and git command. Figures that depend on this run rather
@@ -162,7 +162,7 @@ def _llm_labels(labeler: LlmLabeler, episodes: pd.DataFrame, texts: Path) -> tup
 
     store = store_dir()  # a store inside the workspace is refused here, before any data is read
     messages = read_checked(texts, MESSAGES)
-    result = label_with_llm(episodes, messages, model=labeler.model, settings=labeler.settings, cache_dir=store)
+    result = label_with_llm(episodes, messages, model=labeler.models, settings=labeler.settings, cache_dir=store)
     stats = result.stats.as_dict()
     run_stats = {k: v for k, v in stats.items() if k in LLM_RUN_STATS}
     print(f"llm labels: {json.dumps(run_stats, sort_keys=True)} (answer store: {store})", file=sys.stderr)
@@ -170,6 +170,32 @@ def _llm_labels(labeler: LlmLabeler, episodes: pd.DataFrame, texts: Path) -> tup
         print(f"warning: {stats['unanswered']} LLM request(s) unanswered (label.llm.max_calls budget or endpoint "
               "failures); run again to fill them in from where this run stopped", file=sys.stderr)
     return result.labels, {k: v for k, v in stats.items() if k not in LLM_RUN_STATS}
+
+
+def _add_llm(labels: pd.DataFrame, inputs: LabelInputs, labeler: LlmLabeler
+             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(episode labels with the llm_ consensus columns, per-model labels, confusion rows, metrics)."""
+    from coordset.labels import llm_consensus as lc
+
+    per_model, labeler_stats = _llm_labels(labeler, inputs.episodes, inputs.texts)
+    consensus = lc.llm_consensus(per_model)
+    native = lc.native_success(inputs.episodes, inputs.outcomes)
+    views = lc.model_views(per_model, consensus, labeler.models)
+    metrics = {
+        "models": list(labeler.models),
+        "labeler": labeler_stats,
+        "quality": {key: lc.quality(view) for key, view in views.items()},
+        "vs_native": lc.vs_native(per_model, consensus, labeler.models, inputs.episodes, inputs.outcomes,
+                                  labels[["episode_id", "agents", "consensus_category"]]),
+        "among_models": lc.among_models(per_model, labeler.models),
+    }
+    confusion = lc.llm_confusion(consensus, labels, native)
+    prefixed = consensus.rename(columns={c: c if c == "episode_id" else f"llm_{c}" for c in consensus})
+    merged = labels.merge(prefixed, on="episode_id", how="left", validate="one_to_one")
+    # Episodes not sent have no counts: keep the counts integers with nulls rather than floats.
+    counts = ["llm_n_models", "llm_n_valid", "llm_chars_cut", "llm_prompt_tokens", "llm_completion_tokens"]
+    merged[counts] = merged[counts].astype("Int64")
+    return merged, per_model, confusion, metrics
 
 
 def build_labels(inputs: LabelInputs, settings: LabelSettings) -> Labels:
@@ -216,17 +242,29 @@ def build_labels(inputs: LabelInputs, settings: LabelSettings) -> Labels:
     confusion_rule = confusion_frame(labels["consensus_category"], labels["rule_outcome_category"])
     confusion_llm = pd.DataFrame(columns=CONFUSION_COLUMNS)
 
+    llm_labels = empty_llm_labels()
     if settings.llm is not None:
-        # The pairwise judge compares two parallel answers; conversations among agents are not judged here.
-        pairwise = episodes[episodes["parallel"] & (episodes["n_agents"] == 2)]
-        llm, llm_stats = _llm_labels(settings.llm, pairwise, inputs.texts)
-        predicted = as_categories(llm_predictions(llm, labels["episode_id"]), labels["agents"])
-        metrics["llm"] = {**llm_quality(llm, len(pairwise)), "labeler": llm_stats}
-        metrics["llm_vs_consensus"] = compare_outcomes(labels["consensus_category"], predicted)
-        confusion_llm = confusion_frame(labels["consensus_category"], predicted)
-        prefixed = llm.rename(columns={c: c if c == "episode_id" or c.startswith("llm_") else f"llm_{c}" for c in llm})
-        labels = labels.merge(prefixed, on="episode_id", how="left", validate="one_to_one")
+        labels, llm_labels, confusion_llm, metrics["llm"] = _add_llm(labels, inputs, settings.llm)
+        pairwise = labels["llm_kind"] == "pairwise"
+        predicted = as_categories(labels["llm_preferred"].where(pairwise & (labels["llm_status"] == "valid"))
+                                  .fillna(UNKNOWN), labels["agents"])
+        metrics["llm_vs_consensus"] = compare_outcomes(labels.loc[pairwise, "consensus_category"], predicted[pairwise])
 
     labels = labels.drop(columns=["agents"])
     labels = labels[FRONT + [c for c in labels if c not in FRONT]]
-    return Labels(labels, turn_labels, consistency, per_judge, heatmap, confusion_rule, confusion_llm, metrics)
+    return Labels(labels, turn_labels, consistency, per_judge, heatmap, confusion_rule, confusion_llm, llm_labels,
+                  metrics)
+
+
+def empty_llm_labels() -> pd.DataFrame:
+    """The per-model LLM label table with no rows (what the stage writes when LLM labels are off)."""
+    from schemas.llm_labels import LLM_LABELS
+
+    dtypes = {name: str(column.dtype) for name, column in LLM_LABELS.columns.items()}
+    frame = pd.DataFrame({name: pd.Series(dtype=_pandas_dtype(kind)) for name, kind in dtypes.items()})
+    return check(frame, LLM_LABELS, "LLM labels")
+
+
+def _pandas_dtype(pandera_dtype: str) -> str:
+    return {"str": "str", "bool": "bool", "float64": "float64", "int64": "int64", "boolean": "boolean",
+            "Int64": "Int64"}.get(pandera_dtype, pandera_dtype)

@@ -23,7 +23,8 @@ so a merge keeps each paid answer exactly once). A killed writer can leave a dot
 holds its host and process id) or that are older than an hour, never one a live writer still owns.
 
 An entry holds only the model name, the key and the answers (content, finish reason, token usage, the
-validation result and the answer's random id); never the API key, the endpoint or any header.
+validation result, what served it (``local`` or the endpoint's host name, and the model id the response
+named) and the answer's random id); never the API key, the endpoint's address or any header.
 """
 
 from __future__ import annotations
@@ -129,12 +130,15 @@ class Answer:
     completion_tokens: int
     valid: bool
     problem: str | None
+    # What answered: ``local`` (a loopback server) or the endpoint's host name, and the model id the
+    # response named, e.g. ``api.openai.com:gpt-4o-mini-2024-07-18``; no address, port, key or header.
+    served_by: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_json(self) -> dict[str, Any]:
         return {"content": self.content, "finish_reason": self.finish_reason,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "valid": self.valid, "problem": self.problem, "id": self.id}
+                "valid": self.valid, "problem": self.problem, "served_by": self.served_by, "id": self.id}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], position: int = 0) -> Answer:
@@ -144,7 +148,8 @@ class Answer:
             json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
         return cls(content=obj["content"], finish_reason=obj["finish_reason"],
                    prompt_tokens=int(obj["prompt_tokens"]), completion_tokens=int(obj["completion_tokens"]),
-                   valid=bool(obj["valid"]), problem=obj["problem"], id=str(answer_id))
+                   valid=bool(obj["valid"]), problem=obj["problem"], served_by=obj.get("served_by"),
+                   id=str(answer_id))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow
 import yaml
 
+from coordset.latent import LatentSettings
 from coordset.release.settings import PARQUET, ReleaseSettings, ReleaseSummary
 from coordset.sources import REGISTRY
 from coordset.sources.registry import BILLING, Source
@@ -238,13 +239,7 @@ def judge_findings(labels: dict[str, Any]) -> list[str]:
                          f"{rule['n']} episodes where both are known (Cohen's kappa {_number(rule.get('kappa'))}; "
                          f"{_number(rule.get('accuracy_non_tie'))} on the {rule.get('n_non_tie')} without a tie "
                          "consensus).")
-    llm, llm_vs = labels.get("llm"), labels.get("llm_vs_consensus")
-    if llm:
-        sentences.append(f"LLM labels: {llm.get('n_valid')} valid of {llm.get('n_labeled')} labeled (coverage "
-                         f"{_number(llm.get('coverage'))}, order consistency {_number(llm.get('consistency'))}).")
-    if llm_vs and llm_vs.get("n"):
-        sentences.append(f"The LLM outcome agrees with the consensus on {_number(llm_vs.get('accuracy'))} of "
-                         f"{llm_vs['n']} episodes (Cohen's kappa {_number(llm_vs.get('kappa'))}).")
+    sentences += llm_sentences(labels.get("llm"), labels.get("llm_vs_consensus"))
     return sentences
 
 
@@ -416,15 +411,29 @@ def _latent_section(settings: ReleaseSettings, params: dict[str, Any], latent: d
         f"(`latent.cell` = `{settings.cell}`, state width `rank` = {settings.rank}) reads each episode's messages in "
         "order (each with a feature saying who spoke: user, tool or the agent's slot) and from its state "
         "reconstructs the current message embedding and predicts the next; `latent_per_turn` is its state after "
-        "each turn's last message. It is trained "
-        f"for {lat.epochs} epochs (learning rate {lat.learning_rate}, weight decay {lat.weight_decay}, seed "
-        f"{lat.seed}) on the training groups (questions, tasks, games, projects); "
-        f"{_share(lat.holdout_fraction)} of the groups are held out, and every figure below is measured on them. "
+        "each turn's last message. Its cell is trained by Adam "
+        f"(learning rate {lat.learning_rate}, weight decay {lat.weight_decay}, seed {lat.seed}) for at most "
+        f"{lat.epochs} epochs on the training groups (questions, tasks, games, projects), stopping after "
+        f"{lat.patience} epochs without a lower loss on validation groups set aside from them "
+        f"({_share(lat.validation_fraction)} of each source's). In that first pass the PCA initialisation and the "
+        "memoryless ridge are fitted without the validation groups, so epoch 0 (the initial cell: the PCA, plus a "
+        f"share {lat.memory_init} of the previous state) is judged out of sample like every later epoch; the number "
+        "of epochs with the lowest validation loss is then trained again, the same way, on all training groups. "
+        f"{_share(lat.holdout_fraction)} of the groups are held out, and "
+        "every figure below is measured on them. "
         "The state *is* the rank-dimensional latent and the read-outs are linear, so its reconstruction is "
         "directly comparable with a PCA of the same rank; the `linear` cell (h = A h + B x) contains that PCA as a "
         "special case, the `gru` cell adds gating so the state can keep context while each message is written in.\n\n"
-        "Held-out results (metrics/latent.json):\n\n"
     )
+    text += "".join(f"{p}\n\n" for p in latent_training_sentences(latent, lat))
+    targets = latent_targets(latent)
+    if targets:
+        text += ("What issue 11 asked of the latent states, and where this build stands (from metrics/latent.json; "
+                 "every group held out once, 95% bootstrap intervals over held-out groups, a target met only where "
+                 "the interval excludes zero on the better side):\n\n"
+                 + "\n".join(f"- {t.text}" for t in targets) + "\n\n")
+    text += ("The published model on its own held-out split (fold 0), all sources pooled (top level of "
+             "metrics/latent.json):\n\n")
     findings = latent_findings(latent, baselines)
     text += "\n".join(f"- {s}" for s in findings) if findings else "- metrics/latent.json reports no comparison."
     rows = latent_source_rows(latent.get("by_source") or {})
@@ -434,6 +443,131 @@ def _latent_section(settings: ReleaseSettings, params: dict[str, Any], latent: d
                  "only where the interval excludes zero on the better side:\n\n"
                  + _table(["source", "figure", "model", "baseline", "difference [95% interval]", "verdict"], rows))
     return text + "\n"
+
+
+# What a held-out group is, per source (the card's words; the split is by `group_id`).
+GROUP_KINDS = {"mt_bench_repro": "questions", "who_when": "tasks", "llm_deliberation": "game configurations",
+               "chatdev": "projects", "fastchat_mt_bench": "questions", "mad_debate": "questions",
+               "debate": "questions"}
+FEW_HELD_OUT_GROUPS = 5  # below this a group bootstrap is coarse (coordset.latent.evaluation.FEW_GROUPS)
+RECONSTRUCTION_SHARE = 0.95  # issue 11: reconstruction within 5% of PCA's explained variance
+TRAINING_MINUTES = 5  # issue 11: the latent stage on the default build, on the 2-core machine
+
+
+@dataclass(frozen=True)
+class LatentTarget:
+    """One of issue 11's targets for one source: met (True), missed (False) or not judged (None), in words."""
+
+    name: str
+    source: str | None
+    met: bool | None
+    text: str
+
+
+def latent_training_sentences(latent: dict[str, Any], lat: LatentSettings) -> list[str]:
+    """What early stopping kept, per fit, from the metrics: a cell that never left its initialisation is said so."""
+    evaluation = latent.get("evaluation") or {}
+    best = list(evaluation.get("best_epochs") or ([latent["best_epoch"]] if "best_epoch" in latent else []))
+    if not best:
+        return []
+    listed = ", ".join(str(b) for b in best)
+    fits = (f"{len(best)} fits (the published model, then the {len(best) - 1} cross-fits that score the other "
+            "held-out groups)" if len(best) > 1 else "the published model's fit")
+    if any(best) and best[0]:
+        return [f"Best epoch per fit, over {fits}: {listed}."]
+    kept = ("The published cell is therefore **untrained**: the PCA filter its training started from, each state "
+            "a (scaled) PCA code of the current message plus a decaying trace (share "
+            f"{lat.memory_init}) of the earlier ones. What is fitted to the data are the read-outs, in closed form: "
+            "the reconstruction map, the memoryless ridge f and the map G that reads what history adds to the "
+            "state.")
+    if any(best):
+        return [f"Best epoch per fit, over {fits}: {listed}. The published model's is 0. {kept}"]
+    return [f"**No training epoch improved on the initial cell**: best epoch per fit, over {fits}: {listed}, i.e. "
+            f"in every fit the validation loss was lowest before the first epoch. {kept}"]
+
+
+def _interval(c: dict[str, Any]) -> str:
+    ci = c.get("ci95")
+    if not ci or None in ci:
+        return f"difference {_num(c.get('difference'))}, no interval"
+    return f"difference {_num(c.get('difference'))} [95% interval {_num(ci[0])}, {_num(ci[1])}]"
+
+
+def _verdict(met: bool | None) -> str:
+    return "not judged" if met is None else "**met**" if met else "**missed**"
+
+
+def _coarse(source: str, res: dict[str, Any]) -> str:
+    n = res.get("groups")
+    if isinstance(n, int) and n < FEW_HELD_OUT_GROUPS:
+        return (f" Only {n} held-out groups ({GROUP_KINDS.get(source, 'groups')}) for `{source}`: its intervals are "
+                "coarse.")
+    return ""
+
+
+def latent_targets(latent: dict[str, Any]) -> list[LatentTarget]:
+    """Issue 11's targets, each met or missed per multi-agent source, with the numbers and intervals of
+    metrics/latent.json ``by_source``. Head-to-head sources (agents never talk to each other) are not target
+    sources; their figures stay in the per-source table."""
+    by_source = latent.get("by_source") or {}
+    multi = [s for s in sorted(by_source) if s in REGISTRY and not REGISTRY[s].parallel]
+    out: list[LatentTarget] = []
+    for source in multi:
+        res = by_source[source]
+        kind = GROUP_KINDS.get(source, "groups")
+        held = f"{res.get('groups')} held-out {kind}"
+        ridge = (res.get("next_message") or {}).get("vs_memoryless_ridge")
+        if ridge:
+            gain = (res.get("next_message") or {}).get("relative_gain_over_ridge")
+            lower = f", {_share_fine(gain)} lower" if isinstance(gain, (int, float)) else ""
+            met = bool(ridge.get("win"))
+            out.append(LatentTarget("next message beats the memoryless ridge", source, met, (
+                f"`{source}`, next message vs the learned memoryless predictor (ridge on the current message and "
+                f"its speaker), {held}: error {_num(ridge.get('model'))} vs {_num(ridge.get('baseline'))}{lower}; "
+                f"{_interval(ridge)}: {_verdict(met)}.{_coarse(source, res)}")))
+        recon = res.get("reconstruction") or {}
+        ev, share = recon.get("explained_variance_vs_pca"), recon.get("share_of_pca_explained_variance")
+        if ev and isinstance(share, (int, float)):
+            met = share >= RECONSTRUCTION_SHARE
+            out.append(LatentTarget("reconstruction within 5% of PCA", source, met, (
+                f"`{source}`, reconstruction: explained variance {_num(ev.get('model'))} vs "
+                f"{_num(ev.get('baseline'))} for the PCA of the same rank, {_share_fine(share)} of it (target: at "
+                f"least {_share(RECONSTRUCTION_SHARE)}); {_interval(ev)}: {_verdict(met)}.")))
+        probes = [(path, c) for path, c in _comparisons(res.get("probes") or {})
+                  if path and path[-1] == "latent_vs_memoryless"]
+        if probes:
+            met = any(bool(c.get("win")) for _, c in probes)
+            figures = "; ".join(f"{' / '.join(path[:-1])} {_num(c.get('model'))} vs {_num(c.get('baseline'))} "
+                                f"({_interval(c)})" for path, c in probes)
+            paper = (res.get("probes") or {}).get("who_when_paper_best_llm")
+            beside = (" For reference, the Who&When paper's best LLM method: agent "
+                      f"{_share_fine(paper.get('agent_accuracy'))}, step {_share_fine(paper.get('step_accuracy'))} "
+                      "accuracy (protocols differ: zero-shot judging of each log vs this supervised probe scored on "
+                      "held-out tasks)." if paper else "")
+            out.append(LatentTarget("a native-label probe beats its same-size memoryless baseline", source, met, (
+                f"`{source}`, native-label probes from the latent trajectory vs the same probes on PCA codes of the "
+                f"same messages (same size, no memory), {held}: {figures}: {_verdict(met)}"
+                f"{'' if met else ' (no interval excludes zero on the better side)'}.{_coarse(source, res)}{beside}")))
+    if "mt_bench_repro" in by_source:
+        out.append(LatentTarget("agreement-level probe", "mt_bench_repro", None, (
+            "`mt_bench_repro` is head-to-head (the two models never read each other), so no target above applies "
+            "to it; its winner probe is in the table below. The agreement-level probe issue 11 lists for it is not "
+            "made: the agreement level is a rule label of the label stage, which runs after this one.")))
+    if by_source:
+        out.append(LatentTarget("training time", None, None, (
+            f"The latent stage on the default build trains in under {TRAINING_MINUTES} minutes on the 2-core machine: "
+            "not judged from the metrics. Wall time is left out of metrics/latent.json, which must reproduce byte "
+            "for byte; the stage prints it (`latent: trained N models in S s`) and BENCHMARKS.md's default-build "
+            "table records it.")))
+    return out
+
+
+def _share_fine(value: Any) -> str:
+    """A share in percent: one decimal from 10% up (100.2%), else three significant digits (gains over the ridge
+    are as small as 0.03%)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{100 * value:.1f}%" if abs(value) >= 0.1 else f"{100 * value:.3g}%"
+    return _number(value)
 
 
 def _comparisons(node: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], dict[str, Any]]]:
@@ -514,16 +648,77 @@ def _rules_section(settings: ReleaseSettings) -> str:
             "a length imbalance between the longest and shortest agent message.\n")
 
 
+def llm_sentences(llm: dict[str, Any] | None, llm_vs: dict[str, Any] | None) -> list[str]:
+    """What the LLM labels measure against the sources' own labels, in numbers."""
+    if not llm:
+        return []
+    sentences = []
+    for key, by_kind in (llm.get("quality") or {}).items():
+        parts = []
+        for kind, q in sorted(by_kind.items()):
+            text = f"{kind}: {q.get('n_valid')} valid of {q.get('n_labeled')}"
+            if kind == "pairwise":
+                text += f", both-orders inconsistency {_number(q.get('inconsistency_rate'))}"
+            parts.append(text)
+        sentences.append(f"LLM labels (`{key}`): " + "; ".join(parts) + ".")
+    for source, entry in sorted((llm.get("vs_native") or {}).items()):
+        for key, figures in sorted(entry.items()):
+            if not isinstance(figures, dict) or key in ("attribution_baselines", "paper_best_method"):
+                continue
+            success = figures.get("success_vs_native") or {}
+            if success.get("n"):
+                sentences.append(f"{source}, `{key}`: success judgment agrees with the source's outcome on "
+                                 f"{_number(success.get('accuracy'))} of {success['n']} episodes (Cohen's kappa "
+                                 f"{_number(success.get('kappa'))}).")
+            for subset, att in sorted((figures.get("failure_attribution") or {}).items()):
+                base = (entry.get("attribution_baselines") or {}).get(subset, {})
+                sentences.append(
+                    f"{source} ({subset}), `{key}`: failure attribution on {att.get('n')} logs: agent "
+                    f"{_number(att.get('agent_accuracy'))}, step {_number(att.get('step_accuracy'))} (random: agent "
+                    f"{_number(base.get('random_agent_accuracy'))}, step {_number(base.get('random_step_accuracy'))};"
+                    f" majority: agent {_number(base.get('majority_agent_accuracy'))}, step "
+                    f"{_number(base.get('majority_step_accuracy'))}).")
+            judged = figures.get("vs_judges_consensus") or {}
+            if judged.get("n"):
+                sentences.append(f"{source}, `{key}`: preferred model agrees with the judges' consensus on "
+                                 f"{_number(judged.get('accuracy'))} of {judged['n']} episodes (Cohen's kappa "
+                                 f"{_number(judged.get('kappa'))}).")
+        paper = entry.get("paper_best_method")
+        if paper:
+            sentences.append("For reference, the Who&When paper's best method reaches "
+                             f"{_number(paper['agent_accuracy'])} agent-level and {_number(paper['step_accuracy'])} "
+                             f"step-level accuracy ({paper['protocol']}).")
+    among = llm.get("among_models") or {}
+    if among:
+        sentences.append("Agreement among the models (Fleiss' kappa): " + ", ".join(
+            f"{name} {_number(v.get('fleiss_kappa'))} on {v.get('n_episodes')}" for name, v in sorted(among.items()))
+            + ".")
+    if llm_vs and llm_vs.get("n"):
+        sentences.append(f"The LLM consensus agrees with the judges' consensus on {_number(llm_vs.get('accuracy'))} "
+                         f"of {llm_vs['n']} head-to-head episodes (Cohen's kappa {_number(llm_vs.get('kappa'))}).")
+    return sentences
+
+
 def _llm_section(settings: ReleaseSettings, params: dict[str, Any]) -> str:
     if not settings.llm_enabled:
         return ("### LLM-assisted labels\n\nNot enabled in this build (`label.llm.enabled: false`): there are no "
                 "`llm_*` columns and every JSON line has `coordination_outcomes.llm: null`.\n")
-    return (f"### LLM-assisted labels (label)\n\nModel `{settings.llm_model}` through an OpenAI-compatible endpoint. "
-            "Each two-agent head-to-head episode is shown with the conversation as delimited, untrusted data, once "
-            "in each agent order, and answered with a JSON schema (success 0-10, agreement, efficiency 0-10, the "
-            "preferred agent, a short reason); an answer that breaks the schema is asked again and then recorded "
-            "invalid. The label is `consistent` when both orders prefer the same agent (or both tie). Answers are "
-            "cached by model, prompt and content, so none is paid twice.\n")
+    models = ", ".join(f"`{m}`" for m in settings.llm_models or ())
+    return ("### LLM-assisted labels (label)\n\n"
+            f"Models {models} through an OpenAI-compatible endpoint; `llm_served_by` names, per episode, what served "
+            "the answers (`local` for a server on the building machine, else the endpoint's host) and the model id "
+            "it reported. The conversation is sent as delimited, untrusted data and answered with a JSON schema; an "
+            "answer that breaks it is asked again and then recorded invalid. Two agents answering in parallel are "
+            "judged **pairwise**, once in each agent order (success 0-10, agreement, efficiency 0-10, the preferred "
+            "agent, a short reason; `consistent` when both orders agree). A conversation among agents is judged as a "
+            "**group**: the same scores, `success` or `failure`, and the failure attributed to one of its agents "
+            "and one of its message positions (Who&When's all-at-once protocol, without the ground-truth answer); "
+            "the schema allows only the episode's agents and positions. A conversation longer than "
+            "`label.llm.max_conversation_chars` is cut: every message longer than a common cap keeps its first "
+            "characters, the cap being the largest that fits (`llm_chars_cut`). With several models, each labels "
+            "on its own (`data/labels/llm_labels.parquet`, one row per episode and model) and the `llm_*` columns "
+            "hold their consensus (majority; scores averaged). Answers are kept by model, prompt and content, so "
+            "none is paid twice. How far the labels agree with the sources' own is in the label metrics above.\n")
 
 
 def limitations(card: CardInputs) -> list[str]:
@@ -539,6 +734,17 @@ def limitations(card: CardInputs) -> list[str]:
                      + "; ".join(f"{against} ({', '.join(whats)})" for against, whats in grouped.items())
                      + ". Use them as a compact trace of the conversation, not as a model that reads it better than "
                      "those baselines.")
+    best = (latent.get("evaluation") or {}).get("best_epochs") or []
+    if best and best[0] == 0:  # the first fit is the published model
+        items.append("The published latent cell is untrained: no training epoch beat the initial cell (the PCA of "
+                     "the training messages with a small carry-over of the previous state) on validation groups, so "
+                     "`latent_per_turn` is a PCA code of the turn's last message plus a decaying trace of earlier "
+                     "ones.")
+    missed = [t for t in latent_targets(latent) if t.met is False]
+    if missed:
+        items.append("Issue 11's targets for the latent states missed in this build: "
+                     + "; ".join(f"{t.name} (`{t.source}`)" for t in missed)
+                     + ". The latent section above gives each figure with its interval.")
     items += [s for s in judge_findings(labels) if "**" in s]
     parallel = sorted(s for s in summary.sources if REGISTRY[s].parallel and s != "local")
     if parallel:

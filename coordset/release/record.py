@@ -81,9 +81,11 @@ class RecordContext:
 
     @property
     def llm_method(self) -> str:
-        return (f"{self.settings.llm_model} through an OpenAI-compatible endpoint, asked in both agent orders with a "
-                "structured answer; consistent iff both orders prefer the same model or both tie "
-                "(coordset/labels/llm.py)")
+        models = ", ".join(self.settings.llm_models or ())
+        return (f"{models} through an OpenAI-compatible endpoint with a structured answer: head-to-head episodes "
+                "asked in both agent orders (consistent iff both orders prefer the same model or both tie), "
+                "conversations among agents judged once as a whole with the failure attributed to an agent and a "
+                "step; several models are combined by majority (coordset/labels/llm.py, llm_consensus.py)")
 
 
 def latent_error_metrics(latent_metrics: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +168,8 @@ def episode_record(row: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
                                                                     row["agreement_level_per_turn"], strict=True))],
                     "events": row["events"],
                 },
-                "llm": ({"method": ctx.llm_method, "model": ctx.settings.llm_model, **llm_fields}
+                "llm": ({"method": ctx.llm_method, "configured_models": list(ctx.settings.llm_models or ()),
+                         **llm_fields}
                         if ctx.settings.llm_enabled else None),
             },
         },

@@ -14,7 +14,7 @@ import pyarrow
 from coordset.errors import ParamError
 from coordset.labels.rules import Thresholds, read_thresholds
 from coordset.latent import LatentSettings, latent_settings
-from coordset.params import require_bool, require_int, require_str
+from coordset.params import require_bool, require_int, require_names, require_str
 
 OUT_DIR = Path("data/release")
 PARQUET, JSONL, CARD = "coordset.parquet", "coordset.jsonl", "README.md"
@@ -27,7 +27,7 @@ class ReleaseSettings:
     cell: str
     thresholds: Thresholds
     llm_enabled: bool
-    llm_model: str | None
+    llm_models: tuple[str, ...] | None  # the top-level `model`, when LLM labels are on
     latent: LatentSettings
     embed_model: str
     embed_long_text: str
@@ -50,7 +50,7 @@ def release_settings(params: dict[str, Any]) -> ReleaseSettings:
         cell=latent.cell,
         thresholds=read_thresholds(params),
         llm_enabled=llm_enabled,
-        llm_model=require_str(params, "model") if llm_enabled else None,
+        llm_models=require_names(params, "model") if llm_enabled else None,
         latent=latent,
         embed_model=require_str(params, "embed.model"),
         embed_long_text=require_str(params, "embed.long_text"),
