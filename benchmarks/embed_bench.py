@@ -1,12 +1,12 @@
-"""embed against SentenceTransformer.encode on the same distinct texts, naive per-message encoding,
-and the opt-in int8 CPU backend."""
+"""embed against SentenceTransformer.encode on the same distinct texts, and naive per-message encoding.
+
+Backends and numeric modes against the machine's limit: ``benchmarks/embed_backends.py``."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.measure import timed
@@ -48,15 +48,4 @@ def embed_figures(messages: pd.DataFrame, params: dict[str, Any], *, quick: bool
         "naive_sample_messages": int(len(sample)), "naive_s_extrapolated": round(naive_s, 1),
         "dedup_speedup": round(naive_s / stage_s, 1),
     }
-    fast = EmbedSettings(**{**settings.__dict__, "backend": "torch_int8", "device": "cpu"})
-    subset = messages.drop_duplicates("text_sha256").head(len(texts) // (8 if quick else 4))
-    base_s, base = timed(lambda: embedding_table(subset, model, settings, progress=False))
-    fast_s, quick_table = timed(lambda: embedding_table(subset, _model(fast), fast, progress=False))
-    a, b = np.stack(base["embedding"]), np.stack(quick_table["embedding"])
-    cosines = (a * b).sum(axis=1)
-    figures["fast_backend"] = {"name": "torch_int8", "texts": int(len(subset)), "default_s": round(base_s, 2),
-                               "fast_s": round(fast_s, 2), "speedup": round(base_s / fast_s, 2),
-                               "min_cosine": round(float(cosines.min()), 4),
-                               "mean_cosine": round(float(cosines.mean()), 4)}
-    print(f"  torch_int8: {base_s / fast_s:.2f}x, cosine min {cosines.min():.3f}", flush=True)
     return figures

