@@ -184,7 +184,11 @@ def test_llm_labels_through_dvc_and_no_key_anywhere(built: Path) -> None:
     chosen = choose_episodes(pd.read_parquet(built / "data/normalized/episodes.parquet"), 3)
     n_pairwise = int((chosen["parallel"] & (chosen["n_agents"] == 2)).sum())
     n_group = int((~chosen["parallel"]).sum())
-    assert n_pairwise == 3 and n_group >= 3 * 3  # every source's first three (Who&When: per subset)
+    # the first three of each source and subset (the small build's Who&When has one subset; each local example
+    # is its own subset, one episode each)
+    assert chosen.groupby("source").size().to_dict() == {"chatdev": 3, "llm_deliberation": 3, "local": N_LOCAL,
+                                                         "mt_bench_repro": 3, "who_when": 3}
+    assert n_pairwise == 3 + 1 and n_group == 3 * 3 + N_LOCAL - 1  # one local example is arena-shaped (parallel)
     with serve_openai(api_key=SECRET) as server:
         env = {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": server.base_url}
         first = dvc(built, "repro", env=env)
