@@ -1,7 +1,7 @@
 """Run every benchmark and write benchmarks/results.json and BENCHMARKS.md.
 
     COORDSET_MIRROR=../shared/mirror python -m benchmarks.run            # the large set, ~25 min on 2 cores
-    COORDSET_MIRROR=../shared/mirror python -m benchmarks.run --quick    # a small slice, < 3 min
+    COORDSET_MIRROR=../shared/mirror python -m benchmarks.run --quick    # a small slice, about 7 min on 2 cores
 
 Figures are ratios of two timings taken in the same run (a stage against the raw library doing the
 same work), so they hold on a noisy machine. The large set is `fastchat_mt_bench`: 31 models, every
@@ -70,7 +70,7 @@ def rank_sweep(project: Path, pipeline: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a small slice, for a smoke test (< 3 min)")
+    parser.add_argument("--quick", action="store_true", help="a small slice, for a smoke test (about 7 min on 2 cores)")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json goes (default benchmarks/)")
     parser.add_argument("--markdown", type=Path, default=HERE.parent / "BENCHMARKS.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")

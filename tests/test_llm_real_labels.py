@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from coordset.errors import CoordsetError
 from coordset.labels.llm import LlmSettings, label_with_llm
 from coordset.normalize import normalize
 from testkit.llama import llama_server_or_skip
@@ -97,3 +98,18 @@ def test_the_budget_holds_against_the_real_server(episodes_and_messages: tuple[p
                    max_calls=2)
     assert result.stats.calls_made == 2 and result.stats.budget_exhausted and not result.stats.complete
     assert result.stats.answers_received <= 2 and (result.labels["status"] == "unanswered").any()
+
+
+def test_a_prompt_past_the_real_servers_context_names_the_cut_param(
+        episodes_and_messages: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama-server refuses (HTTP 400) a request longer than its slot: the stage stops, naming the param to lower.
+    episodes, messages = episodes_and_messages
+    chars = messages.groupby("episode_id")["n_chars"].sum()
+    longest = episodes[episodes["episode_id"] == chars.idxmax()]
+    assert chars.max() > 4 * 512  # past 512 tokens of English even before the instructions
+    with llama_server_or_skip(ctx=512, parallel=1) as small:
+        with pytest.raises(CoordsetError, match=r"HTTP 400: a prompt is longer than the model's context: lower "
+                                                r"label\.llm\.max_conversation_chars \(now 48000"):
+            label(longest, messages, small.base_url, small.model, tmp_path / "store", monkeypatch,
+                  max_conversation_chars=48000, concurrency=1)

@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -389,7 +390,8 @@ class _Run:
                 quota = status == 429 and getattr(exc, "code", None) == "insufficient_quota"
                 if quota or (status not in RETRY_STATUS and status < 500):
                     self.stop.set()  # before raising, so no worker starts another call meanwhile
-                    raise CoordsetError(_refusal_message(status, exc, self.endpoint, request)) from None
+                    raise CoordsetError(_refusal_message(status, exc, self.endpoint, request,
+                                                        self.settings.max_conversation_chars)) from None
                 asked = retry_after_s(exc.response.headers)
                 problem = f"HTTP {status}"
             except openai.APITimeoutError:
@@ -410,19 +412,29 @@ class _Run:
         return None
 
 
-def _refusal_message(status: int, exc: openai.APIStatusError, endpoint: str, request: _Request) -> str:
-    hint = {
-        401: "the endpoint rejected the API key: check OPENAI_API_KEY (and OPENAI_BASE_URL)",
-        403: "the API key may not use this model or endpoint: check OPENAI_API_KEY and the top-level 'model'",
-        404: f"model {request.body['model']!r} (top-level 'model' in params.yaml) or the endpoint path was "
-             "not found: check 'model' and OPENAI_BASE_URL (it usually ends in /v1)",
-        429: "the account's quota is exhausted (insufficient_quota): add credit or use another key",
-    }.get(status, "the endpoint refused the request; it must support chat completions with "
-                  "response_format json_schema (structured outputs) for the top-level 'model'")
+# How OpenAI, vLLM and llama.cpp word a prompt longer than the model's context.
+CONTEXT_EXCEEDED = re.compile(r"context (size|length|window)|maximum context|too many tokens", re.IGNORECASE)
+
+
+def _refusal_message(status: int, exc: openai.APIStatusError, endpoint: str, request: _Request,
+                     max_conversation_chars: int) -> str:
     detail = str(exc.message)
     key = os.environ.get("OPENAI_API_KEY")
     if key:
         detail = detail.replace(key, "***")  # some endpoints quote the key they rejected
+    if status == 400 and CONTEXT_EXCEEDED.search(detail):
+        hint = (f"a prompt is longer than the model's context: lower label.llm.max_conversation_chars (now "
+                f"{max_conversation_chars}; text in scripts such as Korean takes about a token a character) or "
+                f"serve the model with a longer context")
+    else:
+        hint = {
+            401: "the endpoint rejected the API key: check OPENAI_API_KEY (and OPENAI_BASE_URL)",
+            403: "the API key may not use this model or endpoint: check OPENAI_API_KEY and the top-level 'model'",
+            404: f"model {request.body['model']!r} (top-level 'model' in params.yaml) or the endpoint path was "
+                 "not found: check 'model' and OPENAI_BASE_URL (it usually ends in /v1)",
+            429: "the account's quota is exhausted (insufficient_quota): add credit or use another key",
+        }.get(status, "the endpoint refused the request; it must support chat completions with "
+                      "response_format json_schema (structured outputs) for the top-level 'model'")
     return f"LLM labels: {endpoint} answered HTTP {status}: {hint} ({detail})"
 
 
