@@ -17,8 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.measure import run_measured, write_section
-from coordset import atomic
+from benchmarks.measure import run_measured, write_results
 from testkit.pipeline import DVC_ENV, dvc
 
 HERE = Path(__file__).resolve().parent
@@ -54,10 +53,6 @@ def markdown(result: dict) -> str:
             f"| stage | wall (s) | peak RSS (MiB) |\n|---|---|---|\n{rows}\n{END}\n")
 
 
-def write(result: dict, markdown_path: Path) -> None:
-    atomic.write_json(HERE / "default_build.json", result)
-    write_section(markdown_path, markdown(result), BEGIN, END)
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("set COORDSET_MIRROR=<path to>/shared/mirror (the build runs offline)")
     os.environ.update(DVC_ENV)
     result = measure(args.project.resolve())
-    write(result, args.markdown)
+    write_results(HERE / "default_build.json", result, args.markdown, markdown(result), BEGIN, END)
     print(f"total {result['total_s']} s; wrote {HERE / 'default_build.json'} and {args.markdown}")
 
 

@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks.measure import cpu_name, write_section
-from coordset import atomic
+from benchmarks.measure import cpu_name, write_results
 from coordset.numerics import PORTABLE_ENV, PORTABLE_UNSET
 
 HERE = Path(__file__).resolve().parent
@@ -407,10 +406,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict[str, Any], markdown_path: Path) -> None:
-    atomic.write_json(HERE / "embed_backends.json", result)
-    write_section(markdown_path, markdown(result), BEGIN, END)
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -424,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.project / MESSAGES).is_file():
         raise SystemExit(f"{args.project / MESSAGES} is missing: run `dvc repro normalize` (or `dvc pull`) first")
     result = measure(args.project.resolve(), args.texts, args.rounds, every_text=not args.sample_only)
-    write(result, args.markdown)
+    write_results(HERE / "embed_backends.json", result, args.markdown, markdown(result), BEGIN, END)
     print(f"wrote {HERE / 'embed_backends.json'} and {args.markdown}")
 
 

@@ -28,8 +28,7 @@ from typing import Any
 import jsonschema
 import openai
 
-from benchmarks.measure import cpu_name, write_section
-from coordset import atomic
+from benchmarks.measure import cpu_name, write_results
 from coordset.labels.local_server import (
     DEFAULT_CTX,
     DEFAULT_PARALLEL,
@@ -209,10 +208,6 @@ def markdown(result: dict) -> str:
         f"{row('sequential', result['sequential'])}\n{row('concurrent', result['concurrent'])}\n{END}\n")
 
 
-def write(result: dict, markdown_path: Path) -> None:
-    atomic.write_json(HERE / "llm_server.json", result)
-    write_section(markdown_path, markdown(result), BEGIN, END)
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = measure(args.project.resolve(), parallel=args.parallel, ctx=args.ctx, requests=args.requests,
                      prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens, threads=args.threads)
-    write(result, args.markdown)
+    write_results(HERE / "llm_server.json", result, args.markdown, markdown(result), BEGIN, END)
     print(json.dumps(result, indent=2))
     print(f"wrote {HERE / 'llm_server.json'} and {args.markdown}")
 

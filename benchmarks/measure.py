@@ -82,3 +82,12 @@ def write_section(markdown_path: Path, section: str, begin: str, end: str) -> No
     else:
         text = text.rstrip("\n") + "\n\n" + section
     atomic.write_text(markdown_path, text)
+
+
+def write_results(json_path: Path, result: dict[str, Any], markdown_path: Path, section: str, begin: str,
+                  end: str) -> None:
+    """A benchmark's results as JSON and its ``begin``..``end`` section of ``markdown_path``, each atomically."""
+    from coordset import atomic
+
+    atomic.write_json(json_path, result)
+    write_section(markdown_path, section, begin, end)

@@ -18,8 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.measure import cpu_name, write_section
-from coordset import atomic
+from benchmarks.measure import cpu_name, write_results
 from coordset.numerics import PORTABLE_ENV, PORTABLE_UNSET
 
 HERE = Path(__file__).resolve().parent
@@ -88,10 +87,6 @@ def markdown(result: dict) -> str:
             f"|---|---|---|---|---|---|\n{rows}\n{END}\n")
 
 
-def write(result: dict, markdown_path: Path) -> None:
-    atomic.write_json(HERE / "numerics.json", result)
-    write_section(markdown_path, markdown(result), BEGIN, END)
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.project / MESSAGES).is_file():
         raise SystemExit(f"{args.project / MESSAGES} is missing: run `dvc repro normalize` (or `dvc pull`) first")
     result = measure(args.project.resolve(), args.texts)
-    write(result, args.markdown)
+    write_results(HERE / "numerics.json", result, args.markdown, markdown(result), BEGIN, END)
     print(f"wrote {HERE / 'numerics.json'} and {args.markdown}")
 
 
